@@ -1,0 +1,122 @@
+"""Typed items of the three time-aligned channels (frames, audio, subtitles) plus stream state.
+
+Every item carries its media time in seconds from the start of the source, taken from packet
+PTS. ``sort_time`` is what the decoder orders its output by.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import numpy as np
+
+AUDIO_SAMPLE_RATE = 16_000
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class StreamState(StrEnum):
+    """Lifecycle of a live source: connecting -> streaming -> reconnecting -> failed | ended."""
+
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One sampled video frame, RGB uint8 of shape (height, width, 3), already downscaled."""
+
+    source: str
+    time: float
+    image: np.ndarray = field(repr=False)
+    index: int = 0
+
+    @property
+    def sort_time(self) -> float:
+        return self.time
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """Mono float32 audio at ``sample_rate``; consecutive chunks have no gaps or overlaps."""
+
+    source: str
+    start: float
+    samples: np.ndarray = field(repr=False)
+    sample_rate: int = AUDIO_SAMPLE_RATE
+    index: int = 0
+
+    @property
+    def sort_time(self) -> float:
+        return self.start
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
+@dataclass(frozen=True, slots=True)
+class SubtitleCue:
+    """A subtitle cue as plain text (markup stripped). ``track`` names where it came from."""
+
+    source: str
+    start: float
+    end: float
+    text: str
+    language: str | None = None
+    track: str = ""
+
+    @property
+    def sort_time(self) -> float:
+        return self.start
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatus:
+    """A transition of a live source's state, stamped with media and wall-clock time."""
+
+    source: str
+    state: StreamState
+    time: float
+    wall: datetime = field(default_factory=utc_now)
+    reason: str | None = None
+    attempt: int = 0
+
+    @property
+    def sort_time(self) -> float:
+        return self.time
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeWarning:
+    """Something went wrong part-way; everything decodable before it was still yielded."""
+
+    source: str
+    time: float
+    reason: str
+
+    @property
+    def sort_time(self) -> float:
+        return self.time
+
+
+ChannelItem = Frame | AudioChunk | SubtitleCue | StreamStatus | DecodeWarning

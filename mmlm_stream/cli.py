@@ -1,0 +1,180 @@
+"""The ``mmlm-stream`` command line. Each command is a thin shell over a library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from mmlm_stream.channels import DecodeWarning, StreamStatus
+from mmlm_stream.config import Config, load_config
+from mmlm_stream.errors import ConfigError, MmlmError, SourceError
+
+logger = logging.getLogger("mmlm_stream")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _fmt_time(seconds: float | None) -> str:
+    return "?" if seconds is None else f"{seconds:.2f}s"
+
+
+def cmd_probe(args: argparse.Namespace, config: Config) -> int:
+    from mmlm_stream.operators.probe import probe
+
+    result = probe(args.target, config.decode)
+    if args.json:
+        print(result.model_dump_json(indent=2))
+        return EXIT_OK
+    print(
+        f"{result.source}: {result.container_long or result.container}, "
+        f"duration {_fmt_time(result.duration)}"
+    )
+    for s in result.streams:
+        chosen = s.index in (result.channels.video, result.channels.audio) or (
+            s.index in result.channels.subtitles
+        )
+        mark = "*" if chosen else " "
+        parts = [f"{mark} #{s.index} {s.type:<8} {s.codec}"]
+        if s.type == "video":
+            parts.append(f"{s.width}x{s.height} {s.fps or '?'} fps")
+        elif s.type == "audio":
+            parts.append(f"{s.sample_rate} Hz {s.channels} ch")
+        elif s.cues is not None:
+            parts.append(f"{s.cues} cues")
+        if s.language:
+            parts.append(f"[{s.language}]")
+        print("  " + "  ".join(parts))
+    for side in result.sidecars:
+        detail = f"{side.cues} cues" if side.error is None else f"unreadable: {side.error}"
+        lang = f" [{side.language}]" if side.language else ""
+        print(f"  + sidecar {side.path}{lang}: {detail}")
+    for note in result.notes:
+        print(f"  ! {note}")
+    print("  (* = channel the decoder uses)")
+    return EXIT_OK
+
+
+def cmd_decode(args: argparse.Namespace, config: Config) -> int:
+    """Decode a source fully and print what each channel produced: a decoder smoke test."""
+    from mmlm_stream.operators.decode import decode
+
+    decoder = decode(args.target, config.decode, source_id=args.source)
+    started = time.perf_counter()
+    problems = 0
+    for item in decoder:
+        if isinstance(item, DecodeWarning):
+            problems += 1
+            print(f"warning: {item.reason}", file=sys.stderr)
+        elif isinstance(item, StreamStatus):
+            print(
+                f"{item.source}: {item.state.value}" + (f" ({item.reason})" if item.reason else "")
+            )
+    elapsed = time.perf_counter() - started
+    stats = decoder.stats
+    media = (stats.last_time or 0.0) - (stats.first_time or 0.0)
+    summary = {
+        "source": decoder.spec.source_id,
+        "frames": stats.frames,
+        "audio_chunks": stats.audio_chunks,
+        "audio_seconds": round(stats.audio_samples / 16000, 3),
+        "subtitle_cues": stats.cues,
+        "warnings": stats.warnings,
+        "media_seconds": round(media, 3),
+        "wall_seconds": round(elapsed, 3),
+        "realtime_factor": round(media / elapsed, 1) if elapsed > 0 else None,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"{summary['source']}: {stats.frames} frames, "
+            f"{summary['audio_seconds']}s audio in {stats.audio_chunks} chunks, "
+            f"{stats.cues} subtitle cues, {stats.warnings} warnings; "
+            f"{summary['media_seconds']}s of media decoded in {summary['wall_seconds']}s "
+            f"({summary['realtime_factor']}x real time)"
+        )
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def cmd_sample(args: argparse.Namespace, config: Config) -> int:
+    from mmlm_stream.sample import write_sample
+
+    speech = {"auto": None, "on": True, "off": False}[args.speech]
+    info = write_sample(Path(args.out), duration_s=args.duration, speech=speech)
+    voiced = "with espeak-ng speech" if info.speech else "without speech (espeak-ng not found)"
+    print(
+        f"wrote {info.path} ({info.duration:.0f}s, {info.width}x{info.height}, "
+        f"{len(info.segments)} photo segments, {len(info.cues)} subtitle cues, {voiced})"
+    )
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmlm-stream", description="Streaming video understanding on Ray Serve."
+    )
+    parser.add_argument("--config", help="YAML configuration file (MMLM_* variables overlay it)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("probe", help="show the channels a source offers")
+    p.add_argument("target", metavar="PATH_OR_URL")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("decode", help="decode a source and summarise its channels")
+    p.add_argument("target", metavar="PATH_OR_URL")
+    p.add_argument("--source", help="source id (default: derived from the path or URL)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("sample", help="write the bundled sample video")
+    p.add_argument("out", metavar="OUT", help="output .mkv path")
+    p.add_argument("--duration", type=float, default=30.0, help="length in seconds")
+    p.add_argument(
+        "--speech",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="voice the subtitles with espeak-ng (auto: when installed)",
+    )
+    p.set_defaults(func=cmd_sample)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(args.config)
+        return args.func(args, config)
+    except ConfigError as exc:
+        if args.debug:
+            raise
+        print(f"mmlm-stream: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SourceError as exc:
+        if args.debug:
+            raise
+        print(f"mmlm-stream: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except MmlmError as exc:
+        if args.debug:
+            raise
+        print(f"mmlm-stream: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("mmlm-stream: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The one configuration file (YAML) overlaid by ``MMLM_*`` environment variables.
+
+Every key has a default and a description; unknown keys are an error (SPEC section 9).
+Environment variables address nested keys with a double underscore:
+``MMLM_DECODE__FRAME_FPS=2`` sets ``decode.frame_fps``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mmlm_stream.errors import ConfigError
+
+ENV_PREFIX = "MMLM_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReconnectConfig(_Section):
+    """How a live source comes back after it drops."""
+
+    initial_s: float = Field(0.5, gt=0, description="First delay before reconnecting.")
+    max_s: float = Field(30.0, gt=0, description="Upper bound of the delay between attempts.")
+    factor: float = Field(2.0, ge=1, description="Growth of the delay per failed attempt.")
+    jitter: float = Field(0.2, ge=0, le=1, description="Random spread of each delay (fraction).")
+    max_attempts: int | None = Field(
+        None, ge=0, description="Give up after this many failed attempts in a row; null = never."
+    )
+
+
+class DecodeConfig(_Section):
+    """What the decoder extracts from a source and how it treats live inputs."""
+
+    frame_fps: float = Field(1.0, ge=0, description="Frames sampled per second of media; 0 = all.")
+    frame_short_side: int = Field(
+        256, ge=16, description="Frames are downscaled at decode time so the short side is this."
+    )
+    frame_size: tuple[int, int] | None = Field(
+        None, description="Exact [width, height] of frames instead of frame_short_side."
+    )
+    frame_interpolation: str = Field("AREA", description="Scaler used when downscaling frames.")
+    audio_chunk_s: float = Field(1.0, gt=0, description="Length of audio chunks (16 kHz mono).")
+    audio_stream: int | None = Field(
+        None, ge=0, description="Index among the audio streams to use; default: the first."
+    )
+    audio_language: str | None = Field(
+        None, description="Prefer the first audio stream with this language tag (e.g. 'eng')."
+    )
+    subtitles: bool = Field(True, description="Decode embedded text subtitle streams.")
+    sidecar_subtitles: bool = Field(
+        True, description="Read .srt/.vtt/.ass/.ssa files next to a video file."
+    )
+    subtitle_files: list[Path] = Field(
+        default_factory=list, description="Extra subtitle files to read for every input."
+    )
+    live: bool | None = Field(
+        None, description="Treat the source as live; null = decide from the URL scheme."
+    )
+    realtime: bool = Field(False, description="Pace a file in real time (to act as a live feed).")
+    loop: bool = Field(False, description="Start a file again at its end (implies live).")
+    open_timeout_s: float = Field(10.0, gt=0, description="Give up opening a source after this.")
+    read_timeout_s: float = Field(10.0, gt=0, description="A read blocked this long is a loss.")
+    reorder_limit: int = Field(
+        512, ge=1, description="Most items held back to put the channels in time order."
+    )
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+
+    @model_validator(mode="after")
+    def _positive_size(self) -> DecodeConfig:
+        if self.frame_size is not None and min(self.frame_size) < 1:
+            raise ValueError("frame_size must be two positive integers")
+        return self
+
+
+class Config(_Section):
+    """Top level of the configuration file."""
+
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
+
+
+def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = data
+        for key in path[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment {name}: '{key}' is not a section")
+            node = child
+        node[path[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return data
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{origin}: {where}: {first['msg']}{more}"
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the YAML file (if any), apply ``MMLM_*`` variables, validate everything."""
+    origin = str(path) if path else "configuration"
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        data = loaded or {}
+    data = _overlay_env(data, os.environ if environ is None else environ)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None

@@ -1,0 +1,24 @@
+"""Typed errors whose message is one line that names the input and the reason.
+
+The CLI prints ``str(error)`` and nothing else unless ``--debug`` is given, so every
+message here must stand on its own.
+"""
+
+from __future__ import annotations
+
+
+class MmlmError(Exception):
+    """Base class of every error the user is meant to read."""
+
+
+class SourceError(MmlmError):
+    """A video source could not be opened or read."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+class ConfigError(MmlmError):
+    """The configuration (file, environment or flags) is invalid."""

@@ -1,0 +1,321 @@
+"""One open connection to a source: open it, pick its streams, decode its packets.
+
+Reconnects, loops and pacing live one level up (``decode.py``); this module sees a single
+container from open to end and reports media times relative to the source start plus an
+``offset`` chosen by its caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import av.error
+
+from mmlm_stream.channels import AudioChunk, ChannelItem, Frame, SubtitleCue
+from mmlm_stream.config import DecodeConfig
+from mmlm_stream.errors import SourceError
+from mmlm_stream.operators.audio_chunker import AudioChunker
+from mmlm_stream.operators.frame_sampler import FrameSampler, output_size, to_rgb
+from mmlm_stream.operators.source import SourceSpec
+from mmlm_stream.operators.subtitles import TEXT_SUBTITLE_CODECS, clean_cue_text, find_sidecars
+
+logger = logging.getLogger(__name__)
+
+AV_TIME_BASE = 1_000_000
+_DEFAULT_CUE_S = 3.0
+
+
+class ReadError(Exception):
+    """Reading stopped before the end of the source (timeout, reset, corrupt data)."""
+
+
+def explain(exc: BaseException, spec: SourceSpec, timeout_s: float | None = None) -> str:
+    """A short human reason for an FFmpeg/OS error, without FFmpeg's noise."""
+    if isinstance(exc, av.error.ExitError):
+        return f"timed out after {timeout_s:g}s" if timeout_s else "timed out"
+    if isinstance(exc, FileNotFoundError | av.error.FileNotFoundError):
+        return "no such file" if spec.is_file else "not found"
+    if isinstance(exc, av.error.HTTPNotFoundError):
+        return "HTTP 404 not found"
+    if isinstance(exc, av.error.HTTPError):
+        return f"HTTP error ({exc.strerror})"
+    if isinstance(exc, av.error.ConnectionRefusedError | ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, av.error.ProtocolNotFoundError):
+        return f"unsupported protocol '{spec.scheme}'"
+    if isinstance(exc, av.error.InvalidDataError):
+        if (
+            spec.is_file
+            and spec.path is not None
+            and spec.path.suffix.lower() in {".mp4", ".m4v", ".mov"}
+        ):
+            return "not a readable media file (corrupt, or an MP4 truncated before its index)"
+        return "not a readable media file (unknown format or corrupt data)"
+    if isinstance(exc, av.error.FFmpegError):
+        return exc.strerror or type(exc).__name__
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc) or type(exc).__name__
+
+
+def open_container(spec: SourceSpec, config: DecodeConfig) -> av.container.InputContainer:
+    """Open with FFmpeg timeouts so a dead or stalling URL cannot hang us."""
+    if spec.is_file and spec.path is not None:
+        if spec.path.is_dir():
+            raise SourceError(spec.url, "is a directory, not a media file")
+        if not spec.path.exists():
+            raise SourceError(spec.url, "no such file")
+        if spec.path.stat().st_size == 0:
+            raise SourceError(spec.url, "empty file (0 bytes)")
+    options: dict[str, str] = {}
+    if spec.scheme in {"rtsp", "rtsps"}:
+        options["rtsp_transport"] = "tcp"
+    try:
+        return av.open(
+            spec.url,
+            options=options,
+            timeout=(config.open_timeout_s, config.read_timeout_s),
+        )
+    except Exception as exc:  # FFmpeg raises many OSError subclasses; all mean "cannot open"
+        raise SourceError(spec.url, explain(exc, spec, config.open_timeout_s)) from exc
+
+
+def _decodable(stream: av.stream.Stream) -> bool:
+    ctx = stream.codec_context
+    return ctx is not None and ctx.name not in (None, "", "none")
+
+
+def _language(stream: av.stream.Stream) -> str | None:
+    lang = stream.metadata.get("language")
+    return None if lang in (None, "", "und") else lang
+
+
+@dataclass
+class Selection:
+    """The streams of a container that become channels."""
+
+    video: av.video.stream.VideoStream | None
+    audio: av.audio.stream.AudioStream | None
+    subtitles: list[av.subtitles.stream.SubtitleStream] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def streams(self) -> list[av.stream.Stream]:
+        chosen = [self.video, self.audio, *self.subtitles]
+        return [stream for stream in chosen if stream is not None]
+
+
+def select_streams(container: av.container.InputContainer, config: DecodeConfig) -> Selection:
+    """Best video (largest, not cover art), first or configured audio, all text subtitles."""
+    skipped: list[str] = []
+    videos = []
+    for stream in container.streams.video:
+        if stream.disposition & av.stream.Disposition.attached_pic:
+            continue
+        if not _decodable(stream):
+            skipped.append(f"video stream {stream.index}: unknown codec")
+            continue
+        videos.append(stream)
+    video = max(videos, key=lambda s: (s.width * s.height, -s.index), default=None)
+
+    audios = []
+    for stream in container.streams.audio:
+        if _decodable(stream):
+            audios.append(stream)
+        else:
+            skipped.append(f"audio stream {stream.index}: unknown codec")
+    audio = None
+    if config.audio_language:
+        audio = next((s for s in audios if _language(s) == config.audio_language), None)
+    if audio is None and config.audio_stream is not None:
+        if config.audio_stream >= len(audios):
+            skipped.append(f"audio_stream {config.audio_stream} absent ({len(audios)} tracks)")
+        else:
+            audio = audios[config.audio_stream]
+    if audio is None and audios:
+        audio = audios[0]
+
+    subtitles = []
+    if config.subtitles:
+        for stream in container.streams.subtitles:
+            name = stream.codec_context.name if stream.codec_context is not None else "none"
+            if name in TEXT_SUBTITLE_CODECS:
+                subtitles.append(stream)
+            else:
+                skipped.append(f"subtitle stream {stream.index}: {name} is not text")
+    return Selection(video=video, audio=audio, subtitles=subtitles, skipped=skipped)
+
+
+class ContainerDecoder:
+    """Decodes one opened container into channel items, packet by packet.
+
+    ``packets()`` yields a (possibly empty) list of items per demuxed packet so the caller
+    can re-check ``watermark`` often; items within a list are in decode order, not yet in
+    time order across channels.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        container: av.container.InputContainer,
+        selection: Selection,
+        config: DecodeConfig,
+        sampler: FrameSampler,
+        chunker: AudioChunker | None,
+        offset: float = 0.0,
+    ) -> None:
+        self.source = source
+        self.container = container
+        self.selection = selection
+        self.config = config
+        self.sampler = sampler
+        self.chunker = chunker
+        self.offset = offset
+        start = container.start_time
+        self._base = start / AV_TIME_BASE if start is not None else None
+        self._video_progress: float | None = None
+        self._video_done = selection.video is None
+        self._audio_done = selection.audio is None or chunker is None
+        self.frames_decoded = 0
+        self.frames_sampled = 0
+        self.bad_packets = 0
+        self.last_time: float | None = None
+        self.video_end: float | None = None
+        if selection.video is not None:
+            video = selection.video
+            self._size = output_size(
+                video.width, video.height, config.frame_short_side, config.frame_size
+            )
+            rate = video.average_rate or video.guessed_rate
+            self._frame_period = 1.0 / float(rate) if rate else 0.04
+
+    @property
+    def watermark(self) -> float | None:
+        """Media time every still-open audio/video channel has reached (None: all done)."""
+        marks = []
+        if not self._video_done:
+            marks.append(self._video_progress if self._video_progress is not None else -1.0)
+        if not self._audio_done and self.chunker is not None:
+            pending = self.chunker.pending_start
+            marks.append(pending if pending is not None else -1.0)
+        return min(marks) if marks else None
+
+    def _media_time(self, seconds: float | None) -> float | None:
+        if seconds is None:
+            return None
+        if self._base is None:
+            self._base = seconds
+        return max(0.0, seconds - self._base) + self.offset
+
+    def packets(self) -> Iterator[list[ChannelItem]]:
+        streams = self.selection.streams
+        if not streams:
+            return
+        try:
+            for packet in self.container.demux(*streams):
+                yield self._handle(packet)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise ReadError(exc) from exc
+
+    def finish(self) -> list[ChannelItem]:
+        """Flush buffered audio at the end of this container."""
+        self._video_done = True
+        self._audio_done = True
+        return list(self.chunker.flush()) if self.chunker is not None else []
+
+    def _handle(self, packet: av.Packet) -> list[ChannelItem]:
+        kind = packet.stream.type
+        try:
+            if kind == "video":
+                return self._video(packet)
+            if kind == "audio":
+                return self._audio(packet)
+            if kind == "subtitle":
+                return self._subtitle(packet)
+        except av.error.InvalidDataError:
+            self.bad_packets += 1
+        return []
+
+    def _video(self, packet: av.Packet) -> list[ChannelItem]:
+        items: list[ChannelItem] = []
+        frames = packet.decode()
+        if packet.size == 0 and packet.dts is None:
+            self._video_done = True
+        for frame in frames:
+            time = self._media_time(frame.time)
+            if time is None:
+                if self._video_progress is None:
+                    continue
+                time = self._video_progress + self._frame_period
+            self.frames_decoded += 1
+            self._video_progress = time
+            self.video_end = time + self._frame_period
+            self._note(self.video_end)
+            if not self.sampler.wants(time):
+                continue
+            image = to_rgb(frame, self._size, self.config.frame_interpolation)
+            items.append(Frame(self.source, time, image, self.frames_sampled))
+            self.frames_sampled += 1
+        return items
+
+    def _audio(self, packet: av.Packet) -> list[ChannelItem]:
+        assert self.chunker is not None
+        items: list[ChannelItem] = []
+        frames = packet.decode()
+        if packet.size == 0 and packet.dts is None:
+            self._audio_done = True
+        for frame in frames:
+            chunks: list[AudioChunk] = self.chunker.push(frame, self._media_time(frame.time))
+            items.extend(chunks)
+            if chunks:
+                self._note(chunks[-1].end)
+        return items
+
+    def _subtitle(self, packet: av.Packet) -> list[ChannelItem]:
+        if packet.pts is None or packet.size == 0:
+            return []
+        tb = packet.time_base
+        start = self._media_time(float(packet.pts * tb))
+        duration = float(packet.duration * tb) if packet.duration else _DEFAULT_CUE_S
+        assert start is not None
+        texts = []
+        for sub in packet.decode():
+            raw = getattr(sub, "dialogue", None) or getattr(sub, "text", b"")
+            text = clean_cue_text(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
+            if text:
+                texts.append(text)
+        if not texts:
+            return []
+        stream = packet.stream
+        return [
+            SubtitleCue(
+                source=self.source,
+                start=start,
+                end=start + duration,
+                text="\n".join(texts),
+                language=_language(stream),
+                track=f"stream:{stream.index}",
+            )
+        ]
+
+    def _note(self, time: float) -> None:
+        if self.last_time is None or time > self.last_time:
+            self.last_time = time
+
+    @property
+    def duration(self) -> float | None:
+        duration = self.container.duration
+        return duration / AV_TIME_BASE if duration else None
+
+
+def sidecar_candidates(spec: SourceSpec, config: DecodeConfig) -> list[Path]:
+    """Sidecars next to a file plus files configured explicitly."""
+    found = find_sidecars(spec.path) if spec.path is not None and config.sidecar_subtitles else []
+    for extra in config.subtitle_files:
+        if extra not in found:
+            found.append(extra)
+    return found

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: sets up .venv with the pinned stack, starts what is
+# needed, then runs the main job (`./run.sh demo`) or the whole test suite (`./run.sh test`).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+OUT=${MMLM_DEMO_OUT:-out}
+
+say() { printf '[run.sh] %s\n' "$*" >&2; }
+
+have_root() { [ "$(id -u)" = 0 ]; }
+
+apt_install() {
+    # Optional system packages (espeak-ng voices the sample; redis-server for tests).
+    if have_root && command -v apt-get >/dev/null; then
+        say "installing $* from Debian"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 \
+            || { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive \
+                 apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1; } \
+            || say "could not install $* (continuing without)"
+    fi
+}
+
+setup() {
+    "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+        || { say "Python >= 3.11 is required (found $("$PY" --version))"; exit 2; }
+    [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PY" -m venv "$VENV"; }
+    local stamp="$VENV/.mmlm-installed" want
+    want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        say "installing mmlm-stream and its pinned stack into $VENV (first time: ~5 min)"
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[serve,dev]'
+        echo "$want" > "$stamp"
+    fi
+    command -v espeak-ng >/dev/null || apt_install espeak-ng
+}
+
+ensure_redis() {
+    # Tests start their own redis-server on free ports; they need the binary.
+    command -v redis-server >/dev/null || apt_install redis-server
+}
+
+case "${1:-}" in
+    demo)
+        setup
+        mkdir -p "$OUT"
+        [ -s "$OUT/sample.mkv" ] || "$VENV/bin/mmlm-stream" sample "$OUT/sample.mkv"
+        "$VENV/bin/mmlm-stream" probe "$OUT/sample.mkv"
+        "$VENV/bin/mmlm-stream" decode "$OUT/sample.mkv"
+        ;;
+    test)
+        shift
+        setup
+        ensure_redis
+        # pytest exits 5 when it collects nothing; that is a failure here too.
+        exec "$VENV/bin/python" -m pytest "$@"
+        ;;
+    setup)
+        setup
+        ;;
+    *)
+        echo "usage: ./run.sh demo | test [pytest args] | setup" >&2
+        exit 2
+        ;;
+esac
