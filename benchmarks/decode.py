@@ -50,7 +50,9 @@ def write_clip(path: Path, seconds: float, width: int, height: int, fps: int = 2
             while sample < (i + 1) * 48000 // fps:
                 t = np.arange(sample, sample + 1024) / 48000
                 tone = (0.2 * np.sin(2 * math.pi * 440 * t)).astype(np.float32)
-                af = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+                af = av.AudioFrame.from_ndarray(
+                    np.stack([tone, tone]), format="fltp", layout="stereo"
+                )
                 af.sample_rate, af.pts, af.time_base = 48000, sample, Fraction(1, 48000)
                 for packet in audio.encode(af):
                     out.mux(packet)
@@ -75,10 +77,14 @@ def bare_loop(path: Path, config: DecodeConfig) -> int:
                 frames += 1
                 if frame.time is not None and frame.time >= next_due - 1e-6:
                     frame.reformat(
-                        width=size[0], height=size[1], format="rgb24",
+                        width=size[0],
+                        height=size[1],
+                        format="rgb24",
                         interpolation=config.frame_interpolation,
                     ).to_ndarray()
-                    next_due = math.floor(frame.time * config.frame_fps + 1e-6 + 1) / config.frame_fps
+                    next_due = (
+                        math.floor(frame.time * config.frame_fps + 1e-6 + 1) / config.frame_fps
+                    )
     return frames
 
 
@@ -129,8 +135,16 @@ def main() -> None:
         size_mb = long_clip.stat().st_size / 2**20
         rss = peak_rss_mb(long_clip)
         print(f"peak RSS decoding a {args.long_seconds:.0f}s clip ({size_mb:.0f} MB): {rss:.0f} MB")
-        print(json.dumps({"bare_fps": round(bare_fps), "operator_fps": round(op_fps),
-                          "peak_rss_mb": round(rss), "long_clip_mb": round(size_mb)}))
+        print(
+            json.dumps(
+                {
+                    "bare_fps": round(bare_fps),
+                    "operator_fps": round(op_fps),
+                    "peak_rss_mb": round(rss),
+                    "long_clip_mb": round(size_mb),
+                }
+            )
+        )
     print(f"decode_ratio={op_fps / bare_fps:.3f}")
 
 

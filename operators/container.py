@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 
 AV_TIME_BASE = 1_000_000
 _DEFAULT_CUE_S = 3.0
+# Timestamps that step back by more than this, or (live) forward by more than
+# JUMP_FORWARD_S, are a discontinuity (looped sender, restarted encoder, PTS wrap-around):
+# the stream's clock is re-based so media time continues monotonically.
+JUMP_BACK_S = 0.5
+JUMP_FORWARD_S = 30.0
 
 
 class ReadError(Exception):
@@ -167,6 +172,7 @@ class ContainerDecoder:
         sampler: FrameSampler,
         chunker: AudioChunker | None,
         offset: float = 0.0,
+        live: bool = False,
     ) -> None:
         self.source = source
         self.container = container
@@ -175,6 +181,10 @@ class ContainerDecoder:
         self.sampler = sampler
         self.chunker = chunker
         self.offset = offset
+        self.live = live
+        self._shift: dict[int, float] = {}
+        self._last_raw: dict[int, float] = {}
+        self.discontinuities = 0
         start = container.start_time
         self._base = start / AV_TIME_BASE if start is not None else None
         self._video_progress: float | None = None
@@ -204,12 +214,24 @@ class ContainerDecoder:
             marks.append(pending if pending is not None else -1.0)
         return min(marks) if marks else None
 
-    def _media_time(self, seconds: float | None) -> float | None:
+    def _media_time(self, stream: int, seconds: float | None, step: float) -> float | None:
+        """Packet time to media time; ``step`` is where the stream continues after a jump."""
         if seconds is None:
             return None
         if self._base is None:
             self._base = seconds
-        return max(0.0, seconds - self._base) + self.offset
+        raw = seconds - self._base + self._shift.get(stream, 0.0)
+        last = self._last_raw.get(stream)
+        if last is not None:
+            jump = raw - last
+            if jump < -JUMP_BACK_S or (self.live and jump > JUMP_FORWARD_S):
+                adjust = last + step - raw
+                self._shift[stream] = self._shift.get(stream, 0.0) + adjust
+                raw += adjust
+                self.discontinuities += 1
+                logger.info("%s: timestamp jump of %.2fs on stream %d", self.source, jump, stream)
+        self._last_raw[stream] = raw
+        return max(0.0, raw) + self.offset
 
     def packets(self) -> Iterator[list[ChannelItem]]:
         streams = self.selection.streams
@@ -246,7 +268,7 @@ class ContainerDecoder:
         if packet.size == 0 and packet.dts is None:
             self._video_done = True
         for frame in frames:
-            time = self._media_time(frame.time)
+            time = self._media_time(packet.stream.index, frame.time, self._frame_period)
             if time is None:
                 if self._video_progress is None:
                     continue
@@ -269,7 +291,9 @@ class ContainerDecoder:
         if packet.size == 0 and packet.dts is None:
             self._audio_done = True
         for frame in frames:
-            chunks: list[AudioChunk] = self.chunker.push(frame, self._media_time(frame.time))
+            step = frame.samples / frame.sample_rate if frame.sample_rate else 0.0
+            time = self._media_time(packet.stream.index, frame.time, step)
+            chunks: list[AudioChunk] = self.chunker.push(frame, time)
             items.extend(chunks)
             if chunks:
                 self._note(chunks[-1].end)
@@ -279,8 +303,8 @@ class ContainerDecoder:
         if packet.pts is None or packet.size == 0:
             return []
         tb = packet.time_base
-        start = self._media_time(float(packet.pts * tb))
         duration = float(packet.duration * tb) if packet.duration else _DEFAULT_CUE_S
+        start = self._media_time(packet.stream.index, float(packet.pts * tb), 0.0)
         assert start is not None
         texts = []
         for sub in packet.decode():

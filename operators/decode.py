@@ -159,7 +159,7 @@ class SourceDecoder:
                         chunker.restart_at(offset)
                 opened_once = True
                 session = ContainerDecoder(
-                    spec.source_id, container, selection, cfg, sampler, chunker, offset
+                    spec.source_id, container, selection, cfg, sampler, chunker, offset, self.live
                 )
                 cues = deque(
                     replace(c, start=c.start + offset, end=c.end + offset) for c in sidecars

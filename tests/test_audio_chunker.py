@@ -1,3 +1,5 @@
+import itertools
+
 import av
 import numpy as np
 import pytest
@@ -27,7 +29,7 @@ def _feed(chunker: AudioChunker, rate: int, seconds: float, start: float = 0.0, 
 def test_chunks_are_contiguous_and_sum_to_the_duration(rate):
     chunks = _feed(AudioChunker("s", 1.0), rate, 3.5)
     assert [c.start for c in chunks[:-1]] == [0.0, 1.0, 2.0]
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         assert after.start == pytest.approx(before.end, abs=1e-9)
     total = sum(len(c.samples) for c in chunks)
     assert abs(total - 3.5 * 16000) < 16000 * 0.01
