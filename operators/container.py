@@ -286,17 +286,18 @@ class ContainerDecoder:
 
     def _audio(self, packet: av.Packet) -> list[ChannelItem]:
         assert self.chunker is not None
-        items: list[ChannelItem] = []
-        frames = packet.decode()
-        if packet.size == 0 and packet.dts is None:
-            self._audio_done = True
-        for frame in frames:
+        items: list[AudioChunk] = []
+        for frame in packet.decode():
             step = frame.samples / frame.sample_rate if frame.sample_rate else 0.0
             time = self._media_time(packet.stream.index, frame.time, step)
-            chunks: list[AudioChunk] = self.chunker.push(frame, time)
-            items.extend(chunks)
-            if chunks:
-                self._note(chunks[-1].end)
+            items.extend(self.chunker.push(frame, time))
+        if packet.size == 0 and packet.dts is None:
+            # End of the audio stream: its last, shorter chunk must leave now, or the
+            # watermark (no longer held by audio) would let later frames overtake it.
+            self._audio_done = True
+            items.extend(self.chunker.flush())
+        if items:
+            self._note(items[-1].end)
         return items
 
     def _subtitle(self, packet: av.Packet) -> list[ChannelItem]:

@@ -26,7 +26,8 @@ def output_size(
 class FrameSampler:
     """Selects the first frame at or after each multiple of 1/fps of media time.
 
-    Targets are fixed on the media-time grid, so sampling does not drift with variable frame
+    The very first frame is always taken (it is the first at or after the grid point below
+    it, even when a stream starts a little after zero). Targets are fixed on the grid, so sampling does not drift with variable frame
     rate and a sampled frame is within one frame interval of its target. ``fps == 0`` keeps
     every frame.
     """
@@ -38,9 +39,7 @@ class FrameSampler:
     def wants(self, time: float) -> bool:
         if self.fps <= 0:
             return True
-        if self._next_target is None:
-            self._next_target = math.ceil(time * self.fps - _EPS) / self.fps
-        if time + _EPS < self._next_target:
+        if self._next_target is not None and time + _EPS < self._next_target:
             return False
         self._next_target = (math.floor(time * self.fps + _EPS) + 1) / self.fps
         return True

@@ -1,0 +1,136 @@
+"""Live sources: a real MPEG-TS server on 127.0.0.1 that the tests stop and restart."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from media import TcpTsServer, mpegts_bytes
+
+from mmlm_stream.channels import AudioChunk, ChannelItem, Frame, StreamState, StreamStatus
+from mmlm_stream.config import DecodeConfig, ReconnectConfig
+from mmlm_stream.errors import SourceError
+from mmlm_stream.operators.decode import decode
+from mmlm_stream.operators.probe import probe
+
+pytestmark = pytest.mark.live
+
+FAST_RECONNECT = ReconnectConfig(initial_s=0.2, max_s=1.0, jitter=0.1)
+
+
+class Collector:
+    """Runs a decoder in a thread so the test can act on the source while it streams."""
+
+    def __init__(self, items: Iterator[ChannelItem]) -> None:
+        self.items: list[ChannelItem] = []
+        self._queue: queue.Queue[ChannelItem | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, args=(items,), daemon=True)
+        self._thread.start()
+
+    def _run(self, items: Iterator[ChannelItem]) -> None:
+        try:
+            for item in items:
+                self._queue.put(item)
+        finally:
+            self._queue.put(None)
+
+    def until(self, predicate: Callable[[ChannelItem], bool], timeout: float) -> ChannelItem:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                item = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if item is None:
+                raise AssertionError("decoder ended early")
+            self.items.append(item)
+            if predicate(item):
+                return item
+        raise AssertionError(f"timed out; last items: {self.items[-5:]}")
+
+    def finish(self, timeout: float = 15.0) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "decoder did not stop"
+        while (item := self._queue.get_nowait()) is not None:
+            self.items.append(item)
+
+
+def _state(state: StreamState) -> Callable[[ChannelItem], bool]:
+    return lambda item: isinstance(item, StreamStatus) and item.state is state
+
+
+@pytest.mark.slow
+def test_tcp_stream_reconnects_and_media_time_stays_monotonic():
+    server = TcpTsServer(mpegts_bytes(4.0), 4.0)
+    server.start()
+    stop = threading.Event()
+    config = DecodeConfig(
+        frame_fps=2.0, open_timeout_s=5, read_timeout_s=2, reconnect=FAST_RECONNECT
+    )
+    run = Collector(iter(decode(server.url, config, stop=stop)))
+    try:
+        run.until(_state(StreamState.STREAMING), timeout=10)
+        # past the 4 s loop point of the sender: its PTS jump back, our time must not
+        before = run.until(lambda i: isinstance(i, Frame) and i.time >= 5.0, timeout=15)
+        server.stop()
+        run.until(_state(StreamState.RECONNECTING), timeout=10)
+        time.sleep(3.0)
+        server.start()
+        run.until(_state(StreamState.STREAMING), timeout=15)
+        after = run.until(lambda i: isinstance(i, Frame), timeout=10)
+        run.until(lambda i: isinstance(i, Frame) and i.time >= after.time + 2.0, timeout=10)
+    finally:
+        stop.set()
+        server.stop()
+    run.finish()
+
+    states = [i.state for i in run.items if isinstance(i, StreamStatus)]
+    assert states == [
+        StreamState.CONNECTING,
+        StreamState.STREAMING,
+        StreamState.RECONNECTING,
+        StreamState.STREAMING,
+        StreamState.ENDED,
+    ]
+    assert after.time >= before.time + 3.0  # the outage is in media time too
+    media = [i for i in run.items if isinstance(i, Frame | AudioChunk)]
+    times = [i.sort_time for i in media]
+    assert times == sorted(times)
+    frames = [i.time for i in run.items if isinstance(i, Frame)]
+    assert all(b - a < 1.0 for a, b in zip(frames, frames[1:], strict=False) if b < before.time)
+    chunks = [i for i in run.items if isinstance(i, AudioChunk)]
+    assert all(b.start >= a.end - 1e-9 for a, b in zip(chunks, chunks[1:], strict=False))
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_stream_fails_after_its_attempts():
+    url = f"tcp://127.0.0.1:{_closed_port()}"
+    config = DecodeConfig(reconnect=ReconnectConfig(initial_s=0.05, max_attempts=2))
+    items = list(decode(url, config))
+    states = [i for i in items if isinstance(i, StreamStatus)]
+    assert [s.state for s in states] == [StreamState.CONNECTING, StreamState.FAILED]
+    assert states[-1].reason == "connection refused" and states[-1].attempt == 3
+
+
+def test_stalling_server_times_out_instead_of_hanging():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    url = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        started = time.monotonic()
+        with pytest.raises(SourceError, match="timed out after 1s") as caught:
+            probe(url, DecodeConfig(open_timeout_s=1.0))
+        assert time.monotonic() - started < 5.0
+        assert url in str(caught.value)
+    finally:
+        listener.close()
