@@ -27,9 +27,9 @@ class FrameSampler:
     """Selects the first frame at or after each multiple of 1/fps of media time.
 
     The very first frame is always taken (it is the first at or after the grid point below
-    it, even when a stream starts a little after zero). Targets are fixed on the grid, so sampling does not drift with variable frame
-    rate and a sampled frame is within one frame interval of its target. ``fps == 0`` keeps
-    every frame.
+    it, even when a stream starts a little after zero). Targets are fixed on the grid, so
+    sampling does not drift with variable frame rate and a sampled frame is within one frame
+    interval of its target. ``fps == 0`` keeps every frame.
     """
 
     def __init__(self, fps: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import queue
 import socket
 import threading
@@ -101,9 +102,9 @@ def test_tcp_stream_reconnects_and_media_time_stays_monotonic():
     times = [i.sort_time for i in media]
     assert times == sorted(times)
     frames = [i.time for i in run.items if isinstance(i, Frame)]
-    assert all(b - a < 1.0 for a, b in zip(frames, frames[1:], strict=False) if b < before.time)
+    assert all(b - a < 1.0 for a, b in itertools.pairwise(frames) if b < before.time)
     chunks = [i for i in run.items if isinstance(i, AudioChunk)]
-    assert all(b.start >= a.end - 1e-9 for a, b in zip(chunks, chunks[1:], strict=False))
+    assert all(b.start >= a.end - 1e-9 for a, b in itertools.pairwise(chunks))
 
 
 def _closed_port() -> int:
