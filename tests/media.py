@@ -58,7 +58,7 @@ UNKNOWN_CODEC_ID = b"V_MMLM/UNKNOWN1"
 
 TS_PACKET = 188
 _VFR_GAPS_MS = (20, 60)
-_CONTAINERS = {".mkv": "matroska", ".mp4": "mp4", ".ts": "mpegts"}
+_CONTAINERS = {".mkv": "matroska", ".mp4": "mp4", ".ts": "mpegts", ".m3u8": "hls"}
 _DEFAULT_SUBTITLE_CODEC = {"matroska": "srt", "mp4": "mov_text"}
 _SUBTITLE_ENCODERS = {
     "srt": "subrip",
@@ -328,7 +328,7 @@ def write_video(
     vfr: bool = False,
     faststart: bool = False,
 ) -> Path:
-    """Write a real media file; the container follows the extension (.mkv, .mp4, .ts).
+    """Write a real media file; the container follows the extension (.mkv, .mp4, .ts, .m3u8).
 
     Video is H.264 with flat frames of grey ``frame_value(i)``; frame i is at exactly i/fps
     (Matroska rounds to whole ms) or at ``vfr_times(duration_s)[i]`` when ``vfr``. Audio
@@ -353,6 +353,8 @@ def write_video(
         if (fmt == "mp4") != (encoder == "mov_text"):
             raise ValueError(f"{fmt} cannot carry {codec!r} subtitles")
     options = {"movflags": "+faststart"} if faststart and fmt == "mp4" else {}
+    if fmt == "hls":  # a VOD playlist with 1 s MPEG-TS segments next to it
+        options = {"hls_time": "1", "hls_list_size": "0", "hls_playlist_type": "vod"}
     with av.open(str(path), "w", format=fmt, options=options) as out:
         _encode(
             out,

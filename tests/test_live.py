@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import itertools
 import queue
 import socket
@@ -10,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from media import TcpTsServer, mpegts_bytes
+from media import TcpTsServer, mpegts_bytes, write_video
 
 from mmlm_stream.channels import AudioChunk, ChannelItem, Frame, StreamState, StreamStatus
 from mmlm_stream.config import DecodeConfig, ReconnectConfig
@@ -135,3 +137,68 @@ def test_stalling_server_times_out_instead_of_hanging():
         assert url in str(caught.value)
     finally:
         listener.close()
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """Serves tmp_path over HTTP on 127.0.0.1, as an HLS origin would."""
+    handler = functools.partial(QuietHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_hls_over_http_decodes_all_channels(http_folder):
+    folder, base = http_folder
+    write_video(folder / "index.m3u8", duration_s=4.0)
+    decoder = decode(f"{base}/index.m3u8", DecodeConfig(open_timeout_s=5, read_timeout_s=5))
+    items = list(decoder)
+    frames = [i.time for i in items if isinstance(i, Frame)]
+    assert frames == pytest.approx([0.0, 1.0, 2.0, 3.0], abs=0.1)
+    assert abs(decoder.stats.audio_samples - 4.0 * 16000) <= 16000
+    assert not [i for i in items if isinstance(i, StreamStatus)]  # a VOD playlist is not live
+
+
+def test_missing_http_resource_is_a_one_line_error(http_folder):
+    _, base = http_folder
+    with pytest.raises(SourceError, match="HTTP 404 not found"):
+        list(decode(f"{base}/nothing.m3u8"))
+
+
+def test_udp_mpegts_stream_decodes_live():
+    with socket.socket() as probe_port:
+        probe_port.bind(("127.0.0.1", 0))
+        port = probe_port.getsockname()[1]
+    payload = mpegts_bytes(3.0)
+    stop = threading.Event()
+
+    def send() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            rate = len(payload) / 3.0
+            started, offset = time.monotonic(), 0
+            while not stop.is_set():
+                if offset >= (time.monotonic() - started) * rate:
+                    time.sleep(0.005)
+                    continue
+                sock.sendto(payload[offset % len(payload) :][:1316], ("127.0.0.1", port))
+                offset += 1316
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    config = DecodeConfig(frame_fps=2.0, open_timeout_s=5, read_timeout_s=2)
+    run = Collector(iter(decode(f"udp://127.0.0.1:{port}", config, stop=stop)))
+    try:
+        run.until(_state(StreamState.STREAMING), timeout=10)
+        run.until(lambda i: isinstance(i, Frame) and i.time >= 2.0, timeout=10)
+    finally:
+        stop.set()
+    run.finish()
+    assert any(isinstance(i, AudioChunk) for i in run.items)
