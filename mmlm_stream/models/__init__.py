@@ -1,0 +1,1 @@
+"""Model registry, loaders and encoders (one module per model; see registry.py)."""

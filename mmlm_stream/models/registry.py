@@ -1,0 +1,175 @@
+"""Named model sets: which model fills each role, where its weights come from, how it loads.
+
+A model is one module under ``mmlm_stream.models`` exposing a ``ModelSpec``; a set maps each
+role to ``"module:ATTRIBUTE"``. Adding a model is that one file plus one line below. Modules
+are imported only when their role is loaded, so the default set never imports the hub stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmlm_stream.config import ModelsConfig, RoleConfig
+from mmlm_stream.errors import MmlmError
+from mmlm_stream.models.device import resolve_device, resolve_dtype
+from mmlm_stream.models.roles import ROLE_PROTOCOLS, Encoder, Role
+
+logger = logging.getLogger(__name__)
+
+MODEL_SETS: dict[str, dict[Role, str]] = {
+    "default": {
+        Role.FRAMES: "frames_efficientnet:SPEC",
+        Role.AUDIO: "audio_yamnet:SPEC",
+        Role.SPEECH: "speech_faster_whisper:SPEC",
+        Role.TEXT: "text_minilm:SPEC",
+        Role.OCR: "ocr_rapidocr:SPEC",
+    },
+    "hub": {
+        Role.FRAMES: "frames_clip:SPEC",
+        Role.AUDIO: "audio_clap:SPEC",
+        Role.SPEECH: "speech_whisper_hf:SPEC",
+        Role.TEXT: "text_clip:SPEC",
+        Role.OCR: "ocr_rapidocr:SPEC",
+        Role.DETECTOR: "detector_hf:SPEC",
+    },
+    "tiny": {
+        Role.FRAMES: "frames_clip:TINY",
+        Role.AUDIO: "audio_clap:TINY",
+        Role.SPEECH: "speech_whisper_hf:TINY",
+        Role.TEXT: "text_clip:TINY",
+        Role.DETECTOR: "detector_hf:TINY",
+    },
+}
+REQUIRED_ROLES = (Role.FRAMES, Role.AUDIO, Role.SPEECH, Role.TEXT)
+
+
+class ModelUnavailable(MmlmError):
+    """A model's weights or code are missing; the message says how to get them."""
+
+
+@dataclass(frozen=True)
+class LoadContext:
+    """Everything a loader needs, already resolved (device, dtype, paths)."""
+
+    role: Role
+    set_name: str
+    model: str | None
+    device: str
+    dtype: str
+    batch_size: int
+    config: RoleConfig
+    cache_dir: Path
+    allow_download: bool
+
+    def cache_key(self) -> tuple[Any, ...]:
+        """Two contexts with the same key load the same model the same way."""
+        settings = self.config.model_dump_json()
+        return (self.set_name, self.model, self.device, self.dtype, settings, str(self.cache_dir))
+
+    def torch_dtype(self) -> Any:
+        import torch
+
+        return getattr(torch, self.dtype)
+
+    def unavailable(self, spec: ModelSpec, reason: str) -> ModelUnavailable:
+        """The one-line error for a missing model: role, model, set, reason, remedy."""
+        return ModelUnavailable(
+            f"{self.role.value} model '{self.model or spec.name}' of set '{self.set_name}': "
+            f"{reason}; {spec.how_to_get}"
+        )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry: what the model is and how to load it."""
+
+    name: str
+    role: Role
+    load: Callable[[LoadContext], Encoder] = field(repr=False)
+    weights: str
+    licence: str
+    size_mb: float | None = None
+    how_to_get: str = ""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    spec: ModelSpec
+    context: LoadContext
+
+
+_cache: dict[tuple[Any, ...], Encoder] = {}
+_lock = threading.Lock()
+
+
+def set_names() -> list[str]:
+    return list(MODEL_SETS)
+
+
+def spec_for(set_name: str, role: Role) -> ModelSpec | None:
+    if set_name not in MODEL_SETS:
+        raise ModelUnavailable(
+            f"model set '{set_name}' does not exist (choose one of {', '.join(MODEL_SETS)})"
+        )
+    target = MODEL_SETS[set_name].get(role)
+    if target is None:
+        return None
+    module_name, attribute = target.split(":")
+    module = importlib.import_module(f"mmlm_stream.models.{module_name}")
+    return getattr(module, attribute)
+
+
+def resolve(role: Role, models: ModelsConfig) -> Resolved | None:
+    """The spec and load context of ``role`` under ``models`` (None: not in this set)."""
+    spec = spec_for(models.set, role)
+    if spec is None:
+        return None
+    role_config: RoleConfig = getattr(models, role.value)
+    device = resolve_device(role_config.device or models.device)
+    context = LoadContext(
+        role=role,
+        set_name=models.set,
+        model=role_config.model,
+        device=device,
+        dtype=resolve_dtype(role_config.dtype or models.dtype, device),
+        batch_size=role_config.batch_size,
+        config=role_config,
+        cache_dir=Path(models.cache_dir).expanduser(),
+        allow_download=models.allow_download,
+    )
+    return Resolved(spec, context)
+
+
+def load_encoder(role: Role, models: ModelsConfig) -> Encoder | None:
+    """Load (once per process) and warm up the encoder of ``role``; None if the set has none."""
+    resolved = resolve(role, models)
+    if resolved is None:
+        return None
+    spec, context = resolved.spec, resolved.context
+    key = (spec.role, spec.name, *context.cache_key())
+    with _lock:
+        encoder = _cache.get(key)
+        if encoder is not None:
+            return encoder
+        started = time.perf_counter()
+        encoder = spec.load(context)
+        protocol = ROLE_PROTOCOLS[role]
+        if not isinstance(encoder, protocol):
+            raise TypeError(f"{spec.name} does not implement {protocol.__name__}")
+        encoder.warmup()
+        logger.info(
+            "loaded %s model %s on %s in %.1fs",
+            role.value,
+            encoder.model_id,
+            context.device,
+            time.perf_counter() - started,
+        )
+        _cache[key] = encoder
+        return encoder
