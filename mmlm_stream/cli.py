@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmlm_stream.channels import DecodeWarning, StreamStatus
-from mmlm_stream.config import Config, load_config
+from mmlm_stream.config import Config, ModelsConfig, load_config
 from mmlm_stream.errors import ConfigError, MmlmError, SourceError
 
 logger = logging.getLogger("mmlm_stream")
@@ -114,6 +115,56 @@ def cmd_sample(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def _models_config(args: argparse.Namespace, config: Config) -> ModelsConfig:
+    if args.set is None:
+        return config.models
+    return config.models.model_copy(update={"set": args.set})
+
+
+def cmd_models_list(args: argparse.Namespace, config: Config) -> int:
+    from mmlm_stream.models.inventory import list_models
+
+    rows = list_models(_models_config(args, config))
+    if args.json:
+        print(json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
+        return EXIT_OK
+    print(f"model set '{_models_config(args, config).set}':")
+    for row in rows:
+        size = f"{row.size_mb:.0f} MB" if row.size_mb else "size n/a"
+        state = "" if row.enabled else "  (disabled in config)"
+        print(f"  {row.role.value:<9} {row.model}{state}")
+        print(f"            weights: {row.weights} ({size}, licence {row.licence})")
+        print(f"            runs on: {row.device} {row.dtype}")
+    return EXIT_OK
+
+
+def cmd_models_verify(args: argparse.Namespace, config: Config) -> int:
+    from mmlm_stream.models.inventory import verify_models
+
+    models = _models_config(args, config)
+    results = verify_models(models)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
+    else:
+        for r in results:
+            if r.ok:
+                print(
+                    f"ok      {r.role.value:<9} {r.model}: loaded in {r.load_s:.1f}s, "
+                    f"one inference {r.infer_ms:.0f} ms"
+                )
+            else:
+                print(f"FAILED  {r.role.value:<9} {r.detail}")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        print(
+            f"mmlm-stream: {len(failed)} of {len(results)} models of set '{models.set}' "
+            "failed to load",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmlm-stream", description="Streaming video understanding on Ray Serve."
@@ -143,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="voice the subtitles with espeak-ng (auto: when installed)",
     )
     p.set_defaults(func=cmd_sample)
+
+    models = sub.add_parser("models", help="list or verify the model set")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    for name, func, text in (
+        ("list", cmd_models_list, "show each role's model, weights, licence and device"),
+        ("verify", cmd_models_verify, "load each model and run one inference"),
+    ):
+        p = models_sub.add_parser(name, help=text)
+        p.add_argument("--set", help="model set (default: models.set of the config)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(func=func)
     return parser
 
 

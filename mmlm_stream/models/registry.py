@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mmlm_stream.config import ModelsConfig, RoleConfig
-from mmlm_stream.errors import MmlmError
+from mmlm_stream.errors import ConfigError, MmlmError
 from mmlm_stream.models.device import resolve_device, resolve_dtype
 from mmlm_stream.models.roles import ROLE_PROTOCOLS, Encoder, Role
 
@@ -113,14 +113,19 @@ def set_names() -> list[str]:
     return list(MODEL_SETS)
 
 
-def spec_for(set_name: str, role: Role) -> ModelSpec | None:
+def roles_of(set_name: str) -> list[Role]:
+    """The roles a set fills; an unknown set is a one-line error listing the real ones."""
     if set_name not in MODEL_SETS:
-        raise ModelUnavailable(
+        raise ConfigError(
             f"model set '{set_name}' does not exist (choose one of {', '.join(MODEL_SETS)})"
         )
-    target = MODEL_SETS[set_name].get(role)
-    if target is None:
+    return list(MODEL_SETS[set_name])
+
+
+def spec_for(set_name: str, role: Role) -> ModelSpec | None:
+    if role not in roles_of(set_name):
         return None
+    target = MODEL_SETS[set_name][role]
     module_name, attribute = target.split(":")
     module = importlib.import_module(f"mmlm_stream.models.{module_name}")
     return getattr(module, attribute)
