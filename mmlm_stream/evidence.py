@@ -94,6 +94,7 @@ class FusedWindow:
     text_mean: np.ndarray | None = field(default=None, repr=False)
     fused: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
     scene_change: float = 0.0
+    scene_change_at: float | None = None
     extra_labels: tuple[Label, ...] = ()
 
     @property
