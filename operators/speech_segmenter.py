@@ -1,0 +1,95 @@
+"""Cut the audio that voice-activity detection marked as speech into recogniser inputs.
+
+Whisper is costly per call and invents words on non-speech, so only speech goes in, as
+whole utterances: a run of speech spans (gaps under ``join_gap_s`` bridged) becomes one
+``SpeechInput`` when it ends, or when it reaches ``max_s`` so a monologue is not held back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mmlm_stream.channels import AudioChunk
+from mmlm_stream.models.roles import AudioEncoding, SpeechInput
+
+
+@dataclass
+class _Run:
+    start: float
+    end: float
+    pieces: list[np.ndarray] = field(default_factory=list)
+
+
+class SpeechSegmenter:
+    """Per source: feed chunks with their encodings in time order, get utterances out."""
+
+    def __init__(
+        self,
+        join_gap_s: float = 0.6,
+        max_s: float = 28.0,
+        pad_s: float = 0.15,
+        sample_rate: int = 16_000,
+    ) -> None:
+        self.join_gap_s = join_gap_s
+        self.max_s = max_s
+        self.pad_s = pad_s
+        self.sample_rate = sample_rate
+        self._run: _Run | None = None
+        self._tail: AudioChunk | None = None
+        self._taken_until = float("-inf")
+        self._want_end = float("-inf")
+
+    def push(self, chunk: AudioChunk, encoding: AudioEncoding) -> list[SpeechInput]:
+        out: list[SpeechInput] = []
+        if self._run is not None and self._want_end > chunk.start:
+            self._take(chunk, chunk.start, min(self._want_end, chunk.end))  # trailing pad
+        for span in encoding.speech:
+            start = max(self._taken_until, span.start - self.pad_s)
+            if self._run is not None and start - self._run.end > self.join_gap_s:
+                out.append(self._emit())
+            if self._run is None:
+                self._run = _Run(start, start)
+                if start < chunk.start and self._tail is not None:
+                    self._take(self._tail, start, chunk.start)  # leading pad
+            self._want_end = span.end + self.pad_s
+            self._take(chunk, self._run.end if self._run.pieces else start, self._want_end)
+            if self._run.end - self._run.start >= self.max_s - 1e-9:
+                out.append(self._emit())
+        if self._run is not None and chunk.end - self._want_end > self.join_gap_s:
+            out.append(self._emit())
+        self._tail = chunk
+        return out
+
+    def flush(self) -> list[SpeechInput]:
+        return [self._emit()] if self._run is not None else []
+
+    def _take(self, chunk: AudioChunk, start: float, end: float) -> None:
+        assert self._run is not None
+        a = max(0, round((start - chunk.start) * self.sample_rate))
+        b = min(len(chunk.samples), round((end - chunk.start) * self.sample_rate))
+        if b > a:
+            if not self._run.pieces:
+                self._run.start = chunk.start + a / self.sample_rate
+            self._run.pieces.append(chunk.samples[a:b])
+            self._run.end = chunk.start + b / self.sample_rate
+            self._taken_until = self._run.end
+
+    def _emit(self) -> SpeechInput:
+        assert self._run is not None
+        run, self._run = self._run, None
+        samples = np.concatenate(run.pieces) if run.pieces else np.zeros(0, np.float32)
+        return SpeechInput(run.start, samples.astype(np.float32, copy=False), self.sample_rate)
+
+
+def utterances(
+    chunks: Sequence[AudioChunk], encodings: Sequence[AudioEncoding]
+) -> list[SpeechInput]:
+    """All utterances of a finished stretch of audio (chunks and encodings in order)."""
+    segmenter = SpeechSegmenter()
+    out: list[SpeechInput] = []
+    for chunk, encoding in zip(chunks, encodings, strict=True):
+        out.extend(segmenter.push(chunk, encoding))
+    return out + segmenter.flush()

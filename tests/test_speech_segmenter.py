@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from mmlm_stream.channels import AudioChunk
+from mmlm_stream.models.roles import AudioEncoding, TimeSpan
+from mmlm_stream.operators.speech_segmenter import SpeechSegmenter, utterances
+
+
+def chunks_with(spans: list[tuple[float, float]], seconds: int = 6):
+    signal = np.arange(seconds * 16000, dtype=np.float32) / 16000  # sample value = its time
+    chunks, encodings = [], []
+    for k in range(seconds):
+        chunk = AudioChunk("s", float(k), signal[k * 16000 : (k + 1) * 16000])
+        inside = tuple(TimeSpan(max(a, k), min(b, k + 1)) for a, b in spans if a < k + 1 and b > k)
+        chunks.append(chunk)
+        encodings.append(AudioEncoding(float(k), k + 1.0, -20, -6, inside))
+    return chunks, encodings
+
+
+def test_an_utterance_across_chunks_is_one_input_with_its_own_audio():
+    out = utterances(*chunks_with([(1.5, 3.2)]))
+    assert len(out) == 1
+    assert out[0].start == pytest.approx(1.35)
+    assert out[0].end == pytest.approx(3.35)
+    assert out[0].samples[0] == pytest.approx(1.35, abs=1e-4)  # the audio really is from there
+
+
+def test_short_gaps_are_bridged_long_gaps_split():
+    out = utterances(*chunks_with([(0.5, 1.0), (1.3, 1.8), (3.5, 4.0)]))
+    assert [(round(u.start, 2), round(u.end, 2)) for u in out] == [(0.35, 1.95), (3.35, 4.15)]
+
+
+def test_no_speech_gives_no_input_and_long_speech_is_cut():
+    assert utterances(*chunks_with([])) == []
+    segmenter = SpeechSegmenter(max_s=2.0)
+    chunks, encodings = chunks_with([(0.0, 6.0)])
+    out = [u for c, e in zip(chunks, encodings, strict=True) for u in segmenter.push(c, e)]
+    out += segmenter.flush()
+    assert all(u.end - u.start <= 2.0 + 1e-6 for u in out) and len(out) == 3
