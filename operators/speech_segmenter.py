@@ -63,6 +63,11 @@ class SpeechSegmenter:
         self._tail = chunk
         return out
 
+    @property
+    def pending_start(self) -> float | None:
+        """Start of the utterance still being collected (its transcript is not out yet)."""
+        return self._run.start if self._run is not None else None
+
     def flush(self) -> list[SpeechInput]:
         return [self._emit()] if self._run is not None else []
 
