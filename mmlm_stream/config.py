@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mmlm_stream.errors import ConfigError
+from mmlm_stream.events_config import EventsConfig
 
 ENV_PREFIX = "MMLM_"
 
@@ -196,6 +197,7 @@ class Config(_Section):
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     window: WindowConfig = Field(default_factory=WindowConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
 
 
 def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
