@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mmlm_stream.errors import ConfigError
 from mmlm_stream.events_config import EventsConfig
+from mmlm_stream.fusion_head import FusionConfig
 
 ENV_PREFIX = "MMLM_"
 
@@ -198,6 +199,7 @@ class Config(_Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     window: WindowConfig = Field(default_factory=WindowConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
 
 
 def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

@@ -70,6 +70,9 @@ class WindowRecord(_Record):
     subtitles: list[SpeechText] = Field(default_factory=list)
     ocr: list[str] = Field(default_factory=list)
     objects: list[LabelScore] = Field(default_factory=list)
+    fusion: list[LabelScore] = Field(
+        default_factory=list, description="Classes of the trained fusion head (fusion:<class>)."
+    )
     description: str = ""
     events: list[str] = Field(default_factory=list)
     channels: list[str] = Field(default_factory=list, description="Channels present in it.")
