@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mmlm_stream.errors import ConfigError
 from mmlm_stream.events_config import EventsConfig
 from mmlm_stream.fusion_head import FusionConfig
+from mmlm_stream.operators.describe import DescriberConfig
 
 ENV_PREFIX = "MMLM_"
 
@@ -200,6 +201,7 @@ class Config(_Section):
     window: WindowConfig = Field(default_factory=WindowConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    describer: DescriberConfig = Field(default_factory=DescriberConfig)
 
 
 def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
