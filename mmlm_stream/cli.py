@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mmlm_stream.channels import DecodeWarning, StreamStatus
@@ -165,6 +165,60 @@ def cmd_models_verify(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def cmd_train_fusion(args: argparse.Namespace, config: Config) -> int:
+    from mmlm_stream.analysis import SourceAnalysis
+    from mmlm_stream.encoding import LocalEncoders
+    from mmlm_stream.evidence import FusedWindow
+    from mmlm_stream.fusion_head import EpochStats, train_fusion
+    from mmlm_stream.operators.source import resolve_source
+
+    if not 0 <= args.val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    encoders = LocalEncoders(config.models)
+
+    def windows_for(video: Path) -> Iterable[FusedWindow]:
+        print(f"encoding {video} ...", flush=True)
+        windows: list[FusedWindow] = []
+        SourceAnalysis(
+            resolve_source(str(video)),
+            config,
+            encoders,
+            on_window=lambda output: windows.append(output.fused),
+        ).run()
+        return windows
+
+    def progress(stats: EpochStats) -> None:
+        if stats.epoch == 1 or stats.epoch % 10 == 0:
+            held = (
+                ""
+                if stats.val_loss is None
+                else f", held-out loss {stats.val_loss:.3f} accuracy {stats.val_accuracy:.0%}"
+            )
+            print(f"epoch {stats.epoch:>3}: train loss {stats.train_loss:.3f}{held}")
+
+    result = train_fusion(
+        args.labels,
+        args.out,
+        windows_for,
+        background=args.background,
+        val_fraction=args.val_fraction,
+        max_epochs=args.epochs,
+        seed=args.seed,
+        on_epoch=progress,
+    )
+    counts = ", ".join(f"{name} {n}" for name, n in result.class_counts.items())
+    print(
+        f"trained on {result.n_train} windows ({counts}); stopped after {result.epochs} "
+        f"epochs, kept epoch {result.best_epoch}"
+    )
+    if result.val_accuracy is None:
+        print("held-out accuracy: n/a (too few windows per class to hold any out)")
+    else:
+        print(f"held-out accuracy: {result.val_accuracy:.1%} on {result.n_val} windows")
+    print(f"wrote {args.out}; set fusion.head: {args.out} in the config to use it")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmlm-stream", description="Streaming video understanding on Ray Serve."
@@ -194,6 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="voice the subtitles with espeak-ng (auto: when installed)",
     )
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("train-fusion", help="train the fusion head on labelled time ranges")
+    p.add_argument("labels", metavar="LABELS.jsonl", help="labelled ranges, one JSON per line")
+    p.add_argument("--out", required=True, metavar="HEAD.safetensors", help="head to write")
+    p.add_argument(
+        "--background",
+        metavar="CLASS",
+        help="make windows no labelled range touches examples of this class",
+    )
+    p.add_argument("--epochs", type=int, default=200, help="most training epochs")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the weights")
+    p.set_defaults(func=cmd_train_fusion)
 
     models = sub.add_parser("models", help="list or verify the model set")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")

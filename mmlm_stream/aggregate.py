@@ -1,0 +1,139 @@
+"""Per-source aggregation: window the encoder results, fuse, classify, describe, detect.
+
+One ``SourceAggregator`` holds all the state of one source (open windows, label
+smoothing, ongoing events, the previous description), which is why the Ray pipeline routes
+every item of a source to the same aggregator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import numpy as np
+
+from mmlm_stream.config import Config
+from mmlm_stream.evidence import Channel, Evidence, FusedWindow, WindowContents
+from mmlm_stream.fusion_head import LoadedHead
+from mmlm_stream.models.roles import Label
+from mmlm_stream.operators.describe import make_describer
+from mmlm_stream.operators.detect import EventEngine, QueryScorer
+from mmlm_stream.operators.fuse import Fuser, FuseSettings
+from mmlm_stream.operators.window import Windower
+from mmlm_stream.records import (
+    EventRecord,
+    LabelScore,
+    Speech,
+    SpeechText,
+    WindowRecord,
+    utc_stamp,
+)
+
+TextEmbedder = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class WindowOutput:
+    """A closed window's record and the events it started, updated or closed."""
+
+    window: WindowRecord
+    events: list[EventRecord]
+    fused: FusedWindow
+
+
+def _scores(labels: Sequence[Label]) -> list[LabelScore]:
+    return [LabelScore(label=x.label, score=min(1.0, max(0.0, x.score))) for x in labels]
+
+
+class SourceAggregator:
+    def __init__(
+        self,
+        source: str,
+        config: Config,
+        channels: frozenset[Channel],
+        *,
+        embed_text: TextEmbedder | None = None,
+        query_scorer: QueryScorer | None = None,
+        head: LoadedHead | None = None,
+        model_ids: dict[str, str] | None = None,
+        live: bool = False,
+        wall_of: Callable[[float], datetime | None] | None = None,
+    ) -> None:
+        self.source = source
+        self.config = config
+        win = config.window
+        self.windower = Windower(
+            source,
+            channels,
+            win.window_s,
+            win.hop_s,
+            max_lateness_s=win.max_lateness_s if live else None,
+            wall_of=wall_of,
+        )
+        self.fuser = Fuser(
+            FuseSettings(top_k=win.top_k, smoothing=win.smoothing, hop_s=win.hop_s), embed_text
+        )
+        self.head = head
+        self.describer = make_describer(config.describer)
+        self.events = EventEngine(config.events, query_scorer)
+        self.model_ids = model_ids or {}
+        self.windows_closed = 0
+
+    def add(self, channel: Channel, items: Sequence[Evidence]) -> None:
+        for item in items:
+            self.windower.add(channel, item)
+
+    def advance(self, channel: Channel, media_time: float) -> None:
+        self.windower.advance(channel, media_time)
+
+    def poll(self) -> list[WindowOutput]:
+        """Windows that closed (watermarks or, for live sources, lateness)."""
+        return [self._emit(contents) for contents in self.windower.ready()]
+
+    def finish(self) -> tuple[list[WindowOutput], list[EventRecord]]:
+        """End of stream: remaining windows, then closing updates of ongoing events."""
+        outputs = [self._emit(contents) for contents in self.windower.finish()]
+        return outputs, self.events.close(self.source)
+
+    @property
+    def late_dropped(self) -> int:
+        return sum(self.windower.late_dropped.values())
+
+    def _emit(self, contents: WindowContents) -> WindowOutput:
+        fused = self.fuser.fuse(contents)
+        if self.head is not None:
+            fcfg = self.config.fusion
+            predicted = [x for x in self.head.predict(fused) if x.score >= fcfg.min_score]
+            fused = replace(fused, extra_labels=tuple(predicted[: fcfg.top_k]))
+        events = self.events.process(fused)
+        description = self.describer.describe(fused)
+        self.windows_closed += 1
+        record = WindowRecord(
+            source=contents.source,
+            window_id=contents.window_id,
+            start=contents.start,
+            end=contents.end,
+            wall_start=utc_stamp(contents.wall_start) if contents.wall_start else None,
+            visual=_scores(fused.visual),
+            audio=_scores(fused.audio),
+            speech=Speech(
+                text=fused.speech_text,
+                segments=[
+                    SpeechText(start=round(s.start, 3), end=round(s.end, 3), text=s.text)
+                    for s in fused.transcript
+                ],
+            ),
+            subtitles=[
+                SpeechText(start=round(c.start, 3), end=round(c.end, 3), text=c.text)
+                for c in fused.subtitles
+            ],
+            ocr=list(fused.ocr),
+            objects=_scores(fused.objects),
+            fusion=_scores(fused.extra_labels),
+            description=description,
+            events=[event.id for event in events],
+            channels=sorted(channel.value for channel in contents.present),
+            models=self.model_ids,
+        )
+        return WindowOutput(record, events, fused)

@@ -1,0 +1,206 @@
+"""The analysis loop of one source: decode, batch per role, encode, aggregate.
+
+It is written against the ``Encoders`` interface, so the same loop runs with in-process
+models (tests, ``train-fusion``, a single machine) and with Ray Serve deployments. Each
+channel's watermark is the earliest media time it may still deliver: the decoder's output
+is time-ordered, so a channel with nothing pending has caught up with the decoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from mmlm_stream.aggregate import SourceAggregator, WindowOutput
+from mmlm_stream.channels import (
+    AudioChunk,
+    DecodeWarning,
+    Frame,
+    StreamState,
+    StreamStatus,
+    SubtitleCue,
+)
+from mmlm_stream.config import Config
+from mmlm_stream.encoding import Encoders
+from mmlm_stream.evidence import Channel
+from mmlm_stream.fusion_head import LoadedHead
+from mmlm_stream.models.roles import SpeechInput
+from mmlm_stream.operators.decode import SourceDecoder, decode
+from mmlm_stream.operators.detect import QueryScorer
+from mmlm_stream.operators.source import SourceSpec
+from mmlm_stream.operators.speech_segmenter import SpeechSegmenter
+from mmlm_stream.records import EventRecord
+
+logger = logging.getLogger(__name__)
+
+WHISPER_WINDOW_S = 30.0
+# Speech waits for a full batch at most this long (media seconds) before it is transcribed.
+MAX_SPEECH_DELAY_S = 20.0
+
+
+@dataclass
+class AnalysisResult:
+    source: str
+    windows: int = 0
+    duration: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    late_dropped: int = 0
+    models: dict[str, str] = field(default_factory=dict)
+
+
+class _Anchor:
+    """Maps live media time to wall-clock time from the latest 'streaming' transition."""
+
+    def __init__(self) -> None:
+        self.media: float | None = None
+        self.wall: datetime | None = None
+
+    def set(self, status: StreamStatus) -> None:
+        self.media, self.wall = status.time, status.wall
+
+    def __call__(self, media_time: float) -> datetime | None:
+        if self.media is None or self.wall is None:
+            return None
+        return self.wall + timedelta(seconds=media_time - self.media)
+
+
+class SourceAnalysis:
+    """Runs one source to its end (or until ``stop``), handing each closed window on."""
+
+    def __init__(
+        self,
+        spec: SourceSpec,
+        config: Config,
+        encoders: Encoders,
+        *,
+        on_window: Callable[[WindowOutput], None],
+        on_events: Callable[[list[EventRecord]], None] | None = None,
+        on_status: Callable[[StreamStatus], None] | None = None,
+        on_progress: Callable[[float], None] | None = None,
+        query_scorer: QueryScorer | None = None,
+        head: LoadedHead | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.spec = spec
+        self.config = config
+        self.encoders = encoders
+        self.on_window = on_window
+        self.on_events = on_events or (lambda events: None)
+        self.on_status = on_status or (lambda status: None)
+        self.on_progress = on_progress or (lambda media_time: None)
+        self.stop = stop or threading.Event()
+        self.decoder: SourceDecoder = decode(spec, config.decode, stop=self.stop)
+        self.anchor = _Anchor()
+        self.aggregator = SourceAggregator(
+            spec.source_id,
+            config,
+            encoders.channels,
+            embed_text=encoders.embed_text,
+            query_scorer=query_scorer,
+            head=head,
+            model_ids=encoders.model_ids(),
+            live=self.decoder.live,
+            wall_of=self.anchor if self.decoder.live else None,
+        )
+        self.segmenter = SpeechSegmenter()
+        self.frames: list[Frame] = []
+        self.chunks: list[AudioChunk] = []
+        self.speech: list[SpeechInput] = []
+        self.progress = 0.0
+        self.result = AnalysisResult(spec.source_id, models=encoders.model_ids())
+
+    def run(self) -> AnalysisResult:
+        models = self.config.models
+        for item in self.decoder:
+            if isinstance(item, Frame):
+                self.frames.append(item)
+                if len(self.frames) >= models.frames.batch_size:
+                    self._flush_frames()
+            elif isinstance(item, AudioChunk):
+                self.chunks.append(item)
+                if len(self.chunks) >= models.audio.batch_size:
+                    self._flush_audio()
+            elif isinstance(item, SubtitleCue):
+                self.aggregator.add(Channel.SUBTITLES, [item])
+            elif isinstance(item, DecodeWarning):
+                logger.warning("%s", item.reason)
+                self.result.warnings.append(item.reason)
+            elif isinstance(item, StreamStatus):
+                if item.state is StreamState.STREAMING:
+                    self.anchor.set(item)
+                self.on_status(item)
+            self.progress = max(self.progress, item.sort_time)
+            self._advance()
+            self._emit(self.aggregator.poll())
+            self.on_progress(self.progress)
+        self._flush_frames()
+        self._flush_audio()
+        self._flush_speech(force=True)
+        outputs, closing = self.aggregator.finish()
+        self._emit(outputs)
+        if closing:
+            self.on_events(closing)
+        stats = self.decoder.stats
+        self.result.duration = stats.last_time
+        self.result.late_dropped = self.aggregator.late_dropped
+        return self.result
+
+    def _emit(self, outputs: list[WindowOutput]) -> None:
+        for output in outputs:
+            self.result.windows += 1
+            self.on_window(output)
+
+    def _advance(self) -> None:
+        frames_mark = self.frames[0].time if self.frames else self.progress
+        audio_mark = self.chunks[0].start if self.chunks else self.progress
+        speech_marks = [audio_mark]
+        if self.segmenter.pending_start is not None:
+            speech_marks.append(self.segmenter.pending_start)
+        if self.speech:
+            speech_marks.append(self.speech[0].start)
+        marks = {
+            Channel.FRAMES: frames_mark,
+            Channel.OBJECTS: frames_mark,
+            Channel.OCR: frames_mark,
+            Channel.AUDIO: audio_mark,
+            Channel.SPEECH: min(speech_marks),
+            Channel.SUBTITLES: self.progress,
+        }
+        for channel in self.encoders.channels:
+            self.aggregator.advance(channel, marks[channel])
+
+    def _flush_frames(self) -> None:
+        if not self.frames:
+            return
+        batch, self.frames = self.frames, []
+        results = self.encoders.encode_frames(batch)
+        self.aggregator.add(Channel.FRAMES, results.encodings)
+        if Channel.OBJECTS in self.encoders.channels:
+            self.aggregator.add(Channel.OBJECTS, results.detections)
+        if Channel.OCR in self.encoders.channels:
+            self.aggregator.add(Channel.OCR, results.ocr)
+
+    def _flush_audio(self) -> None:
+        if not self.chunks:
+            return
+        batch, self.chunks = self.chunks, []
+        encodings = self.encoders.encode_audio(batch)
+        self.aggregator.add(Channel.AUDIO, encodings)
+        for chunk, encoding in zip(batch, encodings, strict=True):
+            self.speech.extend(self.segmenter.push(chunk, encoding))
+        self._flush_speech(force=False)
+
+    def _flush_speech(self, force: bool) -> None:
+        if force:
+            self.speech.extend(self.segmenter.flush())
+        if not self.speech:
+            return
+        total = sum(s.end - s.start for s in self.speech)
+        full = total >= WHISPER_WINDOW_S * self.config.models.speech.batch_size
+        stale = self.progress - self.speech[0].start >= MAX_SPEECH_DELAY_S
+        if force or full or stale:
+            batch, self.speech = self.speech, []
+            self.aggregator.add(Channel.SPEECH, self.encoders.transcribe(batch))
