@@ -97,6 +97,9 @@ class ModelSpec:
     licence: str
     size_mb: float | None = None
     how_to_get: str = ""
+    follows: Role | None = None
+    """Use that role's configured model when this role has none (CLIP's text tower must
+    come from the same checkpoint as its image tower, or queries land in another space)."""
 
 
 @dataclass(frozen=True)
@@ -137,11 +140,14 @@ def resolve(role: Role, models: ModelsConfig) -> Resolved | None:
     if spec is None:
         return None
     role_config: RoleConfig = getattr(models, role.value)
+    model = role_config.model
+    if model is None and spec.follows is not None:
+        model = getattr(models, spec.follows.value).model
     device = resolve_device(role_config.device or models.device)
     context = LoadContext(
         role=role,
         set_name=models.set,
-        model=role_config.model,
+        model=model,
         device=device,
         dtype=resolve_dtype(role_config.dtype or models.dtype, device),
         batch_size=role_config.batch_size,
@@ -153,7 +159,10 @@ def resolve(role: Role, models: ModelsConfig) -> Resolved | None:
 
 
 def load_encoder(role: Role, models: ModelsConfig) -> Encoder | None:
-    """Load (once per process) and warm up the encoder of ``role``; None if the set has none."""
+    """Load (once per process) and warm up the encoder of ``role``; None if the set has none.
+
+    The lock is not re-entrant: a loader must never call ``load_encoder`` itself.
+    """
     resolved = resolve(role, models)
     if resolved is None:
         return None

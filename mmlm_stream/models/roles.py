@@ -160,7 +160,7 @@ class TextEncoder(Encoder, Protocol):
     embedding_dim: int
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalised float32 of shape (len(texts), embedding_dim)."""
+        """L2-normalised float32 of shape (len(texts), embedding_dim); blank texts: zeros."""
         ...
 
 
