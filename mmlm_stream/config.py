@@ -125,7 +125,7 @@ class AudioModelConfig(RoleConfig):
 class SpeechModelConfig(RoleConfig):
     batch_size: int = Field(4, ge=1, description="30 s speech windows per inference call.")
     language: str | None = Field(None, description="Spoken language (e.g. 'en'); null = detect.")
-    word_timestamps: bool = Field(True, description="Ask the model for word times.")
+    word_timestamps: bool = Field(True, description="Include word times in transcripts.")
     beam_size: int = Field(1, ge=1, description="Beam width of decoding (1 = greedy).")
 
 
