@@ -30,6 +30,7 @@ MODEL_SETS: dict[str, dict[Role, str]] = {
         Role.SPEECH: "speech_faster_whisper:SPEC",
         Role.TEXT: "text_minilm:SPEC",
         Role.OCR: "ocr_rapidocr:SPEC",
+        Role.DETECTOR: "detector_ssd_mobilenet:SPEC",
     },
     "hub": {
         Role.FRAMES: "frames_clip:SPEC",
