@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from mmlm_stream.aggregate import SourceAggregator, WindowOutput
 from mmlm_stream.channels import (
@@ -25,7 +26,7 @@ from mmlm_stream.channels import (
 )
 from mmlm_stream.config import Config
 from mmlm_stream.encoding import Encoders
-from mmlm_stream.evidence import Channel
+from mmlm_stream.evidence import Channel, Evidence
 from mmlm_stream.fusion_head import LoadedHead
 from mmlm_stream.models.roles import SpeechInput
 from mmlm_stream.operators.decode import SourceDecoder, decode
@@ -67,6 +68,21 @@ class _Anchor:
         return self.wall + timedelta(seconds=media_time - self.media)
 
 
+class Aggregation(Protocol):
+    """What the loop needs of the per-source state holder (in process, or a deployment)."""
+
+    def add(self, channel: Channel, items: Sequence[Evidence]) -> None: ...
+
+    def advance(self, channel: Channel, media_time: float) -> None: ...
+
+    def poll(self) -> list[WindowOutput]: ...
+
+    def finish(self) -> tuple[list[WindowOutput], list[EventRecord]]: ...
+
+    @property
+    def late_dropped(self) -> int: ...
+
+
 class SourceAnalysis:
     """Runs one source to its end (or until ``stop``), handing each closed window on."""
 
@@ -83,6 +99,8 @@ class SourceAnalysis:
         query_scorer: QueryScorer | None = None,
         head: LoadedHead | None = None,
         stop: threading.Event | None = None,
+        aggregator: Callable[[bool, Callable[[float], datetime | None] | None], Aggregation]
+        | None = None,
     ) -> None:
         self.spec = spec
         self.config = config
@@ -94,17 +112,21 @@ class SourceAnalysis:
         self.stop = stop or threading.Event()
         self.decoder: SourceDecoder = decode(spec, config.decode, stop=self.stop)
         self.anchor = _Anchor()
-        self.aggregator = SourceAggregator(
-            spec.source_id,
-            config,
-            encoders.channels,
-            embed_text=encoders.embed_text,
-            query_scorer=query_scorer,
-            head=head,
-            model_ids=encoders.model_ids(),
-            live=self.decoder.live,
-            wall_of=self.anchor if self.decoder.live else None,
-        )
+        wall_of = self.anchor if self.decoder.live else None
+        if aggregator is not None:
+            self.aggregator: Aggregation = aggregator(self.decoder.live, wall_of)
+        else:
+            self.aggregator = SourceAggregator(
+                spec.source_id,
+                config,
+                encoders.channels,
+                embed_text=encoders.embed_text,
+                query_scorer=query_scorer,
+                head=head,
+                model_ids=encoders.model_ids(),
+                live=self.decoder.live,
+                wall_of=wall_of,
+            )
         self.segmenter = SpeechSegmenter()
         self.frames: list[Frame] = []
         self.chunks: list[AudioChunk] = []

@@ -1,12 +1,14 @@
 """The encoders of one model set behind one interface, in process.
 
-``Encoders`` is what the analysis loop calls; ``LocalEncoders`` loads the models of the
-configured set through the registry (once per process). The Ray pipeline provides the same
-interface backed by deployments, so the loop is the same in both places.
+``Encoders`` is what the analysis loop calls. ``RoleEncoders`` holds the rules shared by
+every implementation (which optional roles run, at what frame rate); ``LocalEncoders`` runs
+the models of the configured set in this process, and the Ray pipeline's implementation
+runs them in Serve deployments, so the loop is the same in both places.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,18 +21,12 @@ from mmlm_stream.config import ModelsConfig
 from mmlm_stream.evidence import Channel
 from mmlm_stream.models.registry import load_encoder, roles_of
 from mmlm_stream.models.roles import (
-    AudioEncoder,
     AudioEncoding,
     DetectionResult,
-    FrameEncoder,
     FrameEncoding,
-    ObjectDetector,
-    OcrReader,
     OcrResult,
     Role,
     SpeechInput,
-    SpeechRecognizer,
-    TextEncoder,
     TranscriptSegment,
 )
 from mmlm_stream.operators.frame_sampler import FrameSampler
@@ -57,8 +53,12 @@ class Encoders(Protocol):
     def model_ids(self) -> dict[str, str]: ...
 
 
-class LocalEncoders:
-    """Loads each role on first use; OCR and the detector see frames at their own rates."""
+class RoleEncoders(ABC):
+    """The sampling rules of the optional roles, whatever runs the models.
+
+    OCR and the detector see frames at their own rates (per source); subclasses only say
+    how one role is run on a batch (in process, or through a Serve deployment).
+    """
 
     def __init__(self, models: ModelsConfig) -> None:
         self.models = models
@@ -78,73 +78,84 @@ class LocalEncoders:
             lambda: FrameSampler(models.detector.fps)
         )
 
-    def _load(self, role: Role) -> Any:
-        encoder = load_encoder(role, self.models)
-        if encoder is None:
-            raise KeyError(f"model set '{self.models.set}' has no {role.value} model")
-        return encoder
-
     @property
-    def frames(self) -> FrameEncoder:
-        return self._load(Role.FRAMES)
+    def roles(self) -> list[Role]:
+        roles = [Role.FRAMES, Role.AUDIO, Role.SPEECH, Role.TEXT]
+        return roles + [Role.OCR] * self.ocr_on + [Role.DETECTOR] * self.detector_on
 
-    @property
-    def audio(self) -> AudioEncoder:
-        return self._load(Role.AUDIO)
+    @abstractmethod
+    def run(self, role: Role, items: Sequence[Any]) -> Any:
+        """Run ``role``'s model on a non-empty batch and return its results."""
 
-    @property
-    def speech(self) -> SpeechRecognizer:
-        return self._load(Role.SPEECH)
-
-    @property
-    def text(self) -> TextEncoder:
-        return self._load(Role.TEXT)
-
-    def warm(self) -> None:
-        """Load every enabled model now rather than on the first item."""
-        for role in (Role.FRAMES, Role.AUDIO, Role.SPEECH, Role.TEXT):
-            self._load(role)
-        if self.ocr_on:
-            self._load(Role.OCR)
-        if self.detector_on:
-            self._load(Role.DETECTOR)
+    @abstractmethod
+    def model_ids(self) -> dict[str, str]:
+        """Model id per record key (visual, audio, speech, text, ocr, objects)."""
 
     def encode_frames(self, frames: Sequence[Frame]) -> FrameResults:
         if not frames:
             return FrameResults([])
-        encodings = self.frames.encode(frames)
+        encodings = self.run(Role.FRAMES, frames)
         detections: list[DetectionResult] = []
         ocr: list[OcrResult] = []
         if self.detector_on:
             due = [f for f in frames if self._detector_sampler[f.source].wants(f.time)]
             if due:
-                detector: ObjectDetector = self._load(Role.DETECTOR)
-                detections = detector.detect(due)
+                detections = self.run(Role.DETECTOR, due)
         if self.ocr_on:
             due = [f for f in frames if self._ocr_sampler[f.source].wants(f.time)]
             if due:
-                reader: OcrReader = self._load(Role.OCR)
-                ocr = reader.read(due)
+                ocr = self.run(Role.OCR, due)
         return FrameResults(encodings, detections, ocr)
 
     def encode_audio(self, chunks: Sequence[AudioChunk]) -> list[AudioEncoding]:
-        return self.audio.encode(chunks) if chunks else []
+        return self.run(Role.AUDIO, chunks) if chunks else []
 
     def transcribe(self, speech: Sequence[SpeechInput]) -> list[TranscriptSegment]:
-        return self.speech.transcribe(speech) if speech else []
+        return self.run(Role.SPEECH, speech) if speech else []
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
-        return self.text.embed(texts)
+        return self.run(Role.TEXT, texts)
+
+
+def call_role(encoder: Any, role: Role, items: Sequence[Any]) -> Any:
+    """The one method each role's encoder protocol exposes for a batch."""
+    method = {
+        Role.FRAMES: "encode",
+        Role.AUDIO: "encode",
+        Role.SPEECH: "transcribe",
+        Role.TEXT: "embed",
+        Role.OCR: "read",
+        Role.DETECTOR: "detect",
+    }[role]
+    return getattr(encoder, method)(items)
+
+
+class LocalEncoders(RoleEncoders):
+    """Loads each role's model in this process on first use (through the registry)."""
+
+    def load(self, role: Role) -> Any:
+        encoder = load_encoder(role, self.models)
+        if encoder is None:
+            raise KeyError(f"model set '{self.models.set}' has no {role.value} model")
+        return encoder
+
+    def warm(self) -> None:
+        """Load every enabled model now rather than on the first item."""
+        for role in self.roles:
+            self.load(role)
+
+    def run(self, role: Role, items: Sequence[Any]) -> Any:
+        return call_role(self.load(role), role, items)
 
     def model_ids(self) -> dict[str, str]:
-        ids = {
-            "visual": self.frames.model_id,
-            "audio": self.audio.model_id,
-            "speech": self.speech.model_id,
-            "text": self.text.model_id,
-        }
-        if self.detector_on:
-            ids["objects"] = self._load(Role.DETECTOR).model_id
-        if self.ocr_on:
-            ids["ocr"] = self._load(Role.OCR).model_id
-        return ids
+        return {ROLE_RECORD_KEY[role]: self.load(role).model_id for role in self.roles}
+
+
+ROLE_RECORD_KEY = {
+    Role.FRAMES: "visual",
+    Role.AUDIO: "audio",
+    Role.SPEECH: "speech",
+    Role.TEXT: "text",
+    Role.OCR: "ocr",
+    Role.DETECTOR: "objects",
+}
