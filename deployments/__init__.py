@@ -1,0 +1,4 @@
+"""Ray Serve deployments: resources, batching and routing around the operators; no logic.
+
+Installed as ``mmlm_stream.deployments`` (package-dir mapping in pyproject.toml).
+"""

@@ -1,0 +1,142 @@
+"""The per-source state holder: one Ray actor per source and job.
+
+Serve routes each request to any replica, so per-source state (open windows, smoothing,
+ongoing events, the previous description) cannot live in a scaled deployment. Each source
+gets its own actor (named ``mmlm-agg:<source>:<job>`` for inspection) and the decode task
+of that source holds its handle: every item of the source reaches the same state, and
+sources spread over the cluster's CPU nodes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import ray
+
+from mmlm_stream.aggregate import SourceAggregator, WindowOutput
+from mmlm_stream.config import Config
+from mmlm_stream.evidence import Channel, Evidence
+from mmlm_stream.fusion_head import load_head
+from mmlm_stream.operators.query import TextQueryScorer
+from mmlm_stream.records import EventRecord
+
+
+class _RemoteText:
+    """The TextEncoder protocol over the TextEncoder deployment (for fusion and queries)."""
+
+    def __init__(self, handle: Any, model_id: str, dim: int) -> None:
+        self.handle = handle
+        self.model_id = model_id
+        self.embedding_dim = dim
+
+    def warmup(self) -> None:
+        pass
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        return self.handle.remote(list(texts)).result()
+
+
+@ray.remote(num_cpus=0.1, max_restarts=0)
+class SourceAggregatorActor:
+    def __init__(
+        self,
+        source: str,
+        config: dict[str, Any],
+        channels: list[str],
+        model_ids: dict[str, str],
+        live: bool,
+        text_handle: Any,
+    ) -> None:
+        cfg = Config.model_validate(config)
+        text = _RemoteText(text_handle, model_ids.get("text", "text"), 0)
+        scorer = TextQueryScorer(text) if cfg.events.queries else None
+        head = load_head(cfg.fusion.head) if cfg.fusion.head else None
+        self.aggregator = SourceAggregator(
+            source,
+            cfg,
+            frozenset(Channel(c) for c in channels),
+            embed_text=text.embed,
+            query_scorer=scorer,
+            head=head,
+            model_ids=model_ids,
+            live=live,
+        )
+
+    def add(self, channel: str, items: list[Evidence]) -> None:
+        self.aggregator.add(Channel(channel), items)
+
+    def advance(self, marks: dict[str, float]) -> None:
+        for channel, media_time in marks.items():
+            self.aggregator.advance(Channel(channel), media_time)
+
+    def poll(self) -> list[WindowOutput]:
+        return self.aggregator.poll()
+
+    def finish(self) -> tuple[list[WindowOutput], list[EventRecord]]:
+        return self.aggregator.finish()
+
+    def late_dropped(self) -> int:
+        return self.aggregator.late_dropped
+
+
+class RemoteAggregation:
+    """The analysis loop's Aggregation protocol over a SourceAggregatorActor.
+
+    ``add`` and ``advance`` are fire-and-forget: calls from one caller run in order on the
+    actor, so a window can only close after the results sent before it.
+    """
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+        self._marks: dict[str, float] = {}
+
+    def add(self, channel: Channel, items: Sequence[Evidence]) -> None:
+        if items:
+            self.actor.add.remote(channel.value, list(items))
+
+    def advance(self, channel: Channel, media_time: float) -> None:
+        self._marks[channel.value] = media_time
+
+    def poll(self) -> list[WindowOutput]:
+        marks, self._marks = self._marks, {}
+        if marks:
+            self.actor.advance.remote(marks)
+        return ray.get(self.actor.poll.remote())
+
+    def finish(self) -> tuple[list[WindowOutput], list[EventRecord]]:
+        if self._marks:
+            self.actor.advance.remote(self._marks)
+            self._marks = {}
+        return ray.get(self.actor.finish.remote())
+
+    @property
+    def late_dropped(self) -> int:
+        return ray.get(self.actor.late_dropped.remote())
+
+
+def aggregator_factory(
+    source: str,
+    config: Config,
+    channels: frozenset[Channel],
+    model_ids: dict[str, str],
+    text_handle: Any,
+) -> Callable[[bool, Callable[[float], datetime | None] | None], RemoteAggregation]:
+    """What SourceAnalysis calls to get its state holder once it knows if the source is live."""
+
+    def make(live: bool, wall_of: Callable[[float], datetime | None] | None) -> RemoteAggregation:
+        actor = SourceAggregatorActor.options(
+            name=f"mmlm-agg:{source}:{uuid.uuid4().hex[:8]}"
+        ).remote(
+            source,
+            config.model_dump(mode="json"),
+            sorted(c.value for c in channels),
+            model_ids,
+            live,
+            text_handle,
+        )
+        return RemoteAggregation(actor)
+
+    return make

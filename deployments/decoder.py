@@ -1,0 +1,156 @@
+"""Decoder deployment (CPU): one streaming request per input, the encoders shared.
+
+The analysis loop runs in a worker thread and calls the encoder deployments through their
+handles; closed windows and events stream back to the caller (which writes the files) and
+go to the publisher. A bounded queue between the thread and the response keeps memory flat
+when the caller reads slowly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from ray import serve
+from ray.exceptions import RayActorError, RayTaskError
+
+from mmlm_stream.analysis import SourceAnalysis
+from mmlm_stream.config import Config
+from mmlm_stream.deployments.aggregator import aggregator_factory
+from mmlm_stream.encoding import ROLE_RECORD_KEY, RoleEncoders
+from mmlm_stream.errors import MmlmError
+from mmlm_stream.jobs import (
+    DescribeRequest,
+    EventsDone,
+    JobDone,
+    JobFailed,
+    JobMessage,
+    Progress,
+    WindowDone,
+)
+from mmlm_stream.models.roles import Role
+from mmlm_stream.operators.source import resolve_source
+from mmlm_stream.threads import limit_threads
+
+logger = logging.getLogger(__name__)
+
+ENCODER_ATTEMPTS = 5
+PROGRESS_EVERY_S = 0.5
+QUEUE_SIZE = 64
+
+
+class ServeEncoders(RoleEncoders):
+    """RoleEncoders over the encoder deployments; a call to a dying replica is retried."""
+
+    def __init__(self, models: Any, handles: dict[Role, Any]) -> None:
+        super().__init__(models)
+        self.handles = handles
+        self._ids: dict[str, str] | None = None
+
+    def run(self, role: Role, items: Sequence[Any]) -> Any:
+        delay = 0.5
+        for attempt in range(1, ENCODER_ATTEMPTS + 1):
+            try:
+                return self.handles[role].remote(list(items)).result()
+            except RayTaskError as exc:
+                cause = exc.cause if exc.cause is not None else exc
+                reason = f"{role.value} encoder failed: {type(cause).__name__}: {cause}"
+                raise MmlmError(reason.splitlines()[0]) from exc
+            except RayActorError as exc:
+                if attempt == ENCODER_ATTEMPTS:
+                    raise
+                logger.warning("%s replica lost (%s); retrying", role.value, type(exc).__name__)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    def model_ids(self) -> dict[str, str]:
+        if self._ids is None:
+            self._ids = {
+                ROLE_RECORD_KEY[role]: self.handles[role].model_id.remote().result()
+                for role in self.roles
+            }
+        return self._ids
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=8)
+class Decoder:
+    def __init__(self, encoders: dict[str, Any], publisher: Any | None = None) -> None:
+        limit_threads()
+        self.handles = {Role(role): handle for role, handle in encoders.items()}
+        self.publisher = publisher
+
+    async def describe(self, request: DescribeRequest) -> AsyncIterator[JobMessage]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[JobMessage | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
+        stop = threading.Event()
+
+        def put(message: JobMessage | None) -> None:
+            asyncio.run_coroutine_threadsafe(queue.put(message), loop).result()
+
+        def work() -> None:
+            try:
+                put(JobDone(self._analyse(request, put, stop)))
+            except MmlmError as exc:
+                put(JobFailed(str(exc)))
+            except Exception as exc:  # report any failure of this input to the caller
+                logger.exception("describe of %s failed", request.target)
+                put(JobFailed(f"{request.target}: {type(exc).__name__}: {exc}"))
+            finally:
+                put(None)
+
+        worker = loop.run_in_executor(None, work)
+        try:
+            while (message := await queue.get()) is not None:
+                self._publish(message)
+                yield message
+        finally:
+            stop.set()
+            while not worker.done():
+                try:
+                    queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    await asyncio.sleep(0.05)
+            await worker
+
+    def _publish(self, message: JobMessage) -> None:
+        if self.publisher is None:
+            return
+        if isinstance(message, WindowDone):
+            self.publisher.publish.remote([message.output.window], message.output.events)
+        elif isinstance(message, EventsDone):
+            self.publisher.publish.remote([], message.events)
+
+    def _analyse(self, request: DescribeRequest, put: Any, stop: threading.Event) -> Any:
+        config = Config.model_validate(request.config)
+        spec = resolve_source(request.target, request.source_id)
+        encoders = ServeEncoders(config.models, self.handles)
+        last = [0.0]
+
+        def progress(media_time: float) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_EVERY_S:
+                last[0] = now
+                put(Progress(media_time))
+
+        analysis = SourceAnalysis(
+            spec,
+            config,
+            encoders,
+            on_window=lambda output: put(WindowDone(output)),
+            on_events=lambda events: put(EventsDone(events)),
+            on_progress=progress,
+            stop=stop,
+            aggregator=aggregator_factory(
+                spec.source_id,
+                config,
+                encoders.channels,
+                encoders.model_ids(),
+                self.handles[Role.TEXT],
+            ),
+        )
+        return analysis.run()

@@ -1,0 +1,262 @@
+"""``mmlm-stream describe``: many inputs in parallel through the Serve application.
+
+The driver starts (or joins) Ray, runs the application from the Serve config, streams each
+input's windows and events back and writes that input's files here (they are the source of
+truth; Redis gets the same records from the Publisher deployment). Finished inputs are
+skipped unless ``force``; a failing input gets ``<source>.error.json`` and the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from mmlm_stream.config import Config
+from mmlm_stream.errors import SourceError
+from mmlm_stream.jobs import (
+    DescribeRequest,
+    EventsDone,
+    JobDone,
+    JobFailed,
+    WindowDone,
+)
+from mmlm_stream.jobs import (
+    Progress as JobProgress,
+)
+from mmlm_stream.operators.probe import probe
+from mmlm_stream.operators.source import SourceSpec, assign_source_ids, resolve_source, scheme_of
+from mmlm_stream.outputs import SourceOutputs, is_done, write_error
+from mmlm_stream.serve_config import default_serve_config, deployment_options
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "mmlm"
+
+
+@dataclass
+class InputState:
+    spec: SourceSpec
+    duration: float | None = None
+    done_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    task: TaskID | None = None
+    error: str | None = None
+    windows: int = 0
+
+
+@dataclass
+class DescribeReport:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    out_dir: Path = Path("out")
+    media_s: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def expand_inputs(patterns: Sequence[str]) -> list[str]:
+    """Globs expand to files (sorted); URLs and literal paths pass through as given."""
+    targets: list[str] = []
+    for pattern in patterns:
+        if scheme_of(pattern) or not glob.has_magic(pattern):
+            targets.append(pattern)
+            continue
+        matches = sorted(p for p in glob.glob(os.path.expanduser(pattern)) if Path(p).is_file())
+        targets.extend(matches or [pattern])
+    return targets
+
+
+def start_ray(address: str | None) -> None:
+    """Join ``address`` or start a private local Ray (never a stale cluster)."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+
+
+def run_app(config: Config, serve_config: Path | None, redis_url: str | None) -> Any:
+    """Deploy the application with the Serve config's options; returns the Decoder handle."""
+    from ray import serve
+
+    from mmlm_stream.deployments.app import build_app
+
+    options = deployment_options(serve_config or default_serve_config())
+    app = build_app(
+        {
+            "config": config.model_dump(mode="json"),
+            "deployments": options,
+            "redis_url": redis_url,
+        }
+    )
+    return serve.run(app, name=APP_NAME, route_prefix=None)
+
+
+async def _describe_one(
+    handle: Any,
+    state: InputState,
+    out_dir: Path,
+    config: Config,
+    progress: Progress,
+    total: TaskID,
+) -> None:
+    spec = state.spec
+    outputs = SourceOutputs(out_dir, spec.source_id, spec.url, config.window.hop_s)
+    request = DescribeRequest(spec.url, spec.source_id, config.model_dump(mode="json"))
+    stream = handle.options(stream=True).describe.remote(request)
+    result = None
+    async for message in stream:
+        if isinstance(message, JobProgress):
+            _advance(state, message.media_time, progress, total)
+        elif isinstance(message, WindowDone):
+            outputs.add(message.output)
+            state.windows += 1
+            _advance(state, message.output.window.start, progress, total)
+        elif isinstance(message, EventsDone):
+            outputs.add_events(message.events)
+        elif isinstance(message, JobDone):
+            result = message.result
+        elif isinstance(message, JobFailed):
+            state.error = message.reason
+    if state.error is not None or result is None:
+        outputs.abandon()
+        reason = state.error or f"{spec.url}: the pipeline ended without a result"
+        write_error(out_dir, spec.source_id, spec.url, reason)
+        state.error = reason
+        return
+    outputs.finish(
+        duration=result.duration,
+        warnings=result.warnings,
+        models=result.models,
+        late=result.late_dropped,
+    )
+    _advance(state, result.duration or state.done_s, progress, total)
+
+
+def _advance(state: InputState, media_time: float, progress: Progress, total: TaskID) -> None:
+    if media_time <= state.done_s:
+        return
+    delta = media_time - state.done_s
+    state.done_s = media_time
+    elapsed = max(time.monotonic() - state.started, 1e-6)
+    if state.task is not None:
+        progress.update(
+            state.task,
+            completed=media_time,
+            rtf=f"{media_time / elapsed:.1f}x",
+        )
+    progress.update(total, advance=delta)
+
+
+async def _run_all(
+    handle: Any,
+    states: list[InputState],
+    out_dir: Path,
+    config: Config,
+    parallel: int,
+    console: Console,
+) -> None:
+    columns = (
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        TextColumn("{task.completed:>7.1f}/{task.total:.1f} s"),
+        TextColumn("{task.fields[rtf]:>7}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        grand = sum(s.duration or 0.0 for s in states) or None
+        total = progress.add_task("total", total=grand, rtf="")
+        for state in states:
+            state.task = progress.add_task(state.spec.source_id[:28], total=state.duration, rtf="")
+        gate = asyncio.Semaphore(parallel)
+
+        async def one(state: InputState) -> None:
+            async with gate:
+                state.started = time.monotonic()
+                try:
+                    await _describe_one(handle, state, out_dir, config, progress, total)
+                except Exception as exc:  # a broken input or pipeline call: record, go on
+                    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    state.error = f"{state.spec.url}: {reason}"
+                    write_error(out_dir, state.spec.source_id, state.spec.url, state.error)
+
+        await asyncio.gather(*(one(state) for state in states))
+
+
+def describe(
+    patterns: Sequence[str],
+    out_dir: Path,
+    config: Config,
+    *,
+    address: str | None = None,
+    serve_config: Path | None = None,
+    redis_url: str | None = None,
+    force: bool = False,
+    parallel: int = 2,
+    console: Console | None = None,
+) -> DescribeReport:
+    console = console or Console(stderr=True)
+    started = time.monotonic()
+    report = DescribeReport(out_dir=out_dir)
+    targets = expand_inputs(patterns)
+    states: list[InputState] = []
+    for target, source_id in zip(targets, assign_source_ids(targets), strict=True):
+        spec = resolve_source(target, source_id)
+        if not force and is_done(out_dir, source_id):
+            report.skipped.append(source_id)
+            continue
+        try:
+            info = probe(spec, config.decode, count_cues=False)
+        except SourceError as exc:
+            write_error(out_dir, source_id, spec.url, str(exc))
+            report.failed[source_id] = str(exc)
+            console.print(f"[red]error[/red] {exc}", highlight=False)
+            continue
+        states.append(InputState(spec, duration=info.duration))
+    if states:
+        start_ray(address)
+        handle = run_app(config, serve_config, redis_url)
+        asyncio.run(_run_all(handle, states, out_dir, config, parallel, console))
+    for state in states:
+        if state.error is not None:
+            report.failed[state.spec.source_id] = state.error
+            console.print(f"[red]error[/red] {state.error}", highlight=False)
+        else:
+            report.done.append(state.spec.source_id)
+            report.media_s += state.duration or state.done_s
+    report.wall_s = time.monotonic() - started
+    return report
+
+
+def shutdown() -> None:
+    """Stop the application and a Ray this process started."""
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()

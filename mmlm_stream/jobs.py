@@ -1,0 +1,46 @@
+"""Messages between the CLI/API and the pipeline for one input of a batch job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mmlm_stream.aggregate import WindowOutput
+from mmlm_stream.analysis import AnalysisResult
+from mmlm_stream.records import EventRecord
+
+
+@dataclass(frozen=True)
+class DescribeRequest:
+    target: str
+    source_id: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Progress:
+    media_time: float
+    duration: float | None = None
+
+
+@dataclass(frozen=True)
+class WindowDone:
+    output: WindowOutput
+
+
+@dataclass(frozen=True)
+class EventsDone:
+    events: list[EventRecord]
+
+
+@dataclass(frozen=True)
+class JobDone:
+    result: AnalysisResult
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    reason: str
+
+
+JobMessage = Progress | WindowDone | EventsDone | JobDone | JobFailed
