@@ -51,12 +51,16 @@ case "${1:-}" in
         mkdir -p "$OUT"
         [ -s "$OUT/sample.mkv" ] || "$VENV/bin/mmlm-stream" sample "$OUT/sample.mkv"
         "$VENV/bin/mmlm-stream" probe "$OUT/sample.mkv"
-        "$VENV/bin/mmlm-stream" decode "$OUT/sample.mkv"
+        # Describe it with the default models on a local Ray, publishing to Redis (the one on
+        # 127.0.0.1:6379, else the embedded one); --force redoes it on every run.
+        "$VENV/bin/mmlm-stream" describe "$OUT/sample.mkv" --out "$OUT" --force
         ;;
     test)
         shift
         setup
         ensure_redis
+        # One math thread per process: Ray replicas and tests share the cores.
+        export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
         # pytest exits 5 when it collects nothing; that is a failure here too.
         exec "$VENV/bin/python" -m pytest "$@"
         ;;

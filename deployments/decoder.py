@@ -117,6 +117,12 @@ class Decoder:
                     await asyncio.sleep(0.05)
             await worker
 
+    async def flush_publisher(self, timeout_s: float = 30.0) -> bool:
+        """Wait until the publisher delivered everything (end of a batch job)."""
+        if self.publisher is None:
+            return True
+        return await self.publisher.flush.remote(timeout_s)
+
     def _publish(self, message: JobMessage) -> None:
         if self.publisher is None:
             return

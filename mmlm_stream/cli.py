@@ -102,6 +102,71 @@ def cmd_decode(args: argparse.Namespace, config: Config) -> int:
     return EXIT_FAILED if problems else EXIT_OK
 
 
+def _redis_url(config: Config, embedded: bool) -> str | None:
+    """The Redis to publish to; None (with a one-line warning) when none can be reached."""
+    from mmlm_stream.redis_server import RedisUnavailable, connect
+
+    try:
+        endpoint = connect(config.redis, embedded, on_notice=lambda line: print(line))
+    except RedisUnavailable as exc:
+        print(f"mmlm-stream: not publishing: {exc}", file=sys.stderr)
+        return None
+    endpoint.client.close()
+    return endpoint.url
+
+
+def cmd_describe(args: argparse.Namespace, config: Config) -> int:
+    from mmlm_stream import describe as batch
+
+    out = Path(args.out)
+    if args.republish:
+        from mmlm_stream.bus import RedisPublisher, republish
+
+        url = _redis_url(config, not args.no_embedded_redis)
+        if url is None:
+            return EXIT_FAILED
+        windows = events = 0
+        with RedisPublisher(url, config.redis) as publisher:
+            for source in args.targets or [None]:
+                result = republish(out, source, publisher)
+                windows, events = windows + result.windows, events + result.events
+        print(f"republished {windows} windows and {events} events from {out}")
+        return EXIT_OK
+    if not args.targets:
+        raise ConfigError("describe needs at least one PATH_OR_GLOB (or --republish)")
+    url = _redis_url(config, not args.no_embedded_redis)
+    try:
+        report = batch.describe(
+            args.targets,
+            out,
+            config,
+            address=args.address,
+            serve_config=Path(args.serve_config) if args.serve_config else None,
+            redis_url=url,
+            force=args.force,
+            parallel=args.parallel,
+        )
+    finally:
+        batch.shutdown()
+    prefix = config.redis.prefix
+    for source in report.done:
+        print(
+            f"{source}: {out / (source + '.windows.jsonl')} (+ .events.jsonl, .srt, .vtt, "
+            f".summary.json)"
+        )
+        if url:
+            print(f"  redis: {prefix}:windows:{source}, {prefix}:events:{source}")
+    for source in report.skipped:
+        print(f"{source}: already described in {out} (use --force to redo)")
+    if report.done and report.wall_s > 0:
+        print(
+            f"{len(report.done)} done, {len(report.failed)} failed; "
+            f"{report.media_s:.0f}s of media in {report.wall_s:.0f}s "
+            f"({report.media_s / report.wall_s:.1f}x real time)"
+        )
+    return report.exit_code
+
+
 def cmd_sample(args: argparse.Namespace, config: Config) -> int:
     from mmlm_stream.sample import write_sample
 
@@ -237,6 +302,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="source id (default: derived from the path or URL)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("describe", help="describe videos in batch on Ray, publishing to Redis")
+    p.add_argument(
+        "targets",
+        nargs="*",
+        metavar="PATH_OR_GLOB",
+        help="files, globs or URLs (with --republish: source ids, default all)",
+    )
+    p.add_argument("--out", default="out", help="output folder (default: out)")
+    p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
+    p.add_argument("--serve-config", help="Serve config YAML (default: deployments/local-cpu.yaml)")
+    p.add_argument("--force", action="store_true", help="redo inputs already described")
+    p.add_argument("--parallel", type=int, default=2, help="inputs described at once")
+    p.add_argument(
+        "--republish", action="store_true", help="publish the files in --out to Redis again"
+    )
+    p.add_argument(
+        "--no-embedded-redis", action="store_true", help="never start the embedded Redis"
+    )
+    p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("sample", help="write the bundled sample video")
     p.add_argument("out", metavar="OUT", help="output .mkv path")

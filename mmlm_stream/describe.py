@@ -241,6 +241,12 @@ def describe(
         start_ray(address)
         handle = run_app(config, serve_config, redis_url)
         asyncio.run(_run_all(handle, states, out_dir, config, parallel, console))
+        if redis_url and not handle.flush_publisher.remote().result():
+            console.print(
+                "[yellow]warning[/yellow] some records are not in Redis yet; "
+                "run `describe --republish` when it is back",
+                highlight=False,
+            )
     for state in states:
         if state.error is not None:
             report.failed[state.spec.source_id] = state.error

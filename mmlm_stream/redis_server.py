@@ -188,9 +188,9 @@ def connect(
         _ping(client_for(url, config, connect_timeout=probe_timeout, socket_timeout=probe_timeout))
     except redis.RedisError as exc:
         reason = error_reason(exc)
-        nobody_home = isinstance(exc, redis.ConnectionError | redis.TimeoutError) and not isinstance(
-            exc, redis.AuthenticationError
-        )
+        nobody_home = isinstance(
+            exc, redis.ConnectionError | redis.TimeoutError
+        ) and not isinstance(exc, redis.AuthenticationError)
         if explicit or not nobody_home:
             raise RedisUnavailable(f"{redact(url)}: {reason}") from None
         if not allow_embedded:
@@ -227,13 +227,18 @@ def redis_server_binary() -> Path:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its new parent to reap it counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _port_free(port: int) -> bool:

@@ -37,3 +37,11 @@ def test_bad_yaml_and_missing_file_are_one_line_errors(tmp_path: Path):
     assert "\n" not in str(bad.value)
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.yaml", environ={})
+
+
+def test_readme_documents_every_config_key():
+    from mmlm_stream.config_reference import rows
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [key for key, _, _ in rows() if f"`{key}`" not in readme]
+    assert not missing, f"README lacks: {missing} (python -m mmlm_stream.config_reference)"

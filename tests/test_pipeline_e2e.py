@@ -44,9 +44,7 @@ def test_windows_cover_the_whole_sample(described):
     info, summary, windows, _, _ = described
     assert windows[0].start == 0.0
     assert windows[-1].end >= info.duration
-    assert all(
-        b.start - a.start == pytest.approx(2.0) for a, b in itertools.pairwise(windows)
-    )
+    assert all(b.start - a.start == pytest.approx(2.0) for a, b in itertools.pairwise(windows))
     assert summary.windows == len(windows)
     assert all(w.description for w in windows)
 

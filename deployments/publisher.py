@@ -1,0 +1,38 @@
+"""Publisher deployment: the one holder of the Redis connection and its retry buffer.
+
+Records arrive fire-and-forget from the decoders; the bus publishes each window/event id
+once, buffers while Redis is away, and retries with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ray import serve
+
+from mmlm_stream.bus import RedisPublisher
+from mmlm_stream.bus_config import RedisConfig
+from mmlm_stream.records import EventRecord, WindowRecord
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.05}, max_ongoing_requests=64)
+class Publisher:
+    def __init__(self, url: str, config: dict[str, Any]) -> None:
+        self.bus = RedisPublisher(url, RedisConfig.model_validate(config))
+
+    def publish(self, windows: list[WindowRecord], events: list[EventRecord]) -> None:
+        for window in windows:
+            self.bus.publish_window(window)
+        for event in events:
+            self.bus.publish_event(event)
+
+    async def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait until everything buffered reached Redis (or the timeout)."""
+        return await asyncio.to_thread(self.bus.flush, timeout_s)
+
+    def metrics(self) -> dict[str, int]:
+        return self.bus.metrics()
+
+    def __del__(self) -> None:
+        self.bus.close(timeout=5.0)
