@@ -167,6 +167,12 @@ def cmd_describe(args: argparse.Namespace, config: Config) -> int:
     return report.exit_code
 
 
+def cmd_subscribe(args: argparse.Namespace, config: Config) -> int:
+    from mmlm_stream.client import run_subscribe
+
+    return run_subscribe(args, config.redis)
+
+
 def cmd_sample(args: argparse.Namespace, config: Config) -> int:
     from mmlm_stream.sample import write_sample
 
@@ -322,6 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-embedded-redis", action="store_true", help="never start the embedded Redis"
     )
     p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("subscribe", help="tail events from Redis")
+    p.add_argument("--source", help="only this source's events")
+    p.add_argument("--type", action="append", help="only events of this type (repeatable)")
+    p.add_argument("--group", help="consumer group: at-least-once delivery, acked")
+    p.add_argument("--consumer", help="consumer name within the group (default: host-pid)")
+    p.add_argument("--from-start", action="store_true", help="from the first entry kept")
+    p.add_argument("--json", action="store_true", help="print raw JSON lines")
+    p.add_argument("--count", type=int, help="stop after this many events")
+    p.add_argument(
+        "--no-embedded-redis", action="store_true", help="never start the embedded Redis"
+    )
+    p.set_defaults(func=cmd_subscribe)
 
     p = sub.add_parser("sample", help="write the bundled sample video")
     p.add_argument("out", metavar="OUT", help="output .mkv path")

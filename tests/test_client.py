@@ -319,3 +319,28 @@ def test_rediss_url_configures_tls(tmp_path: Path) -> None:
     assert kwargs["ssl_ca_certs"] == str(ca) and kwargs["ssl_cert_reqs"] == "required"
     plain = client_for("redis://127.0.0.1:1/0", config).connection_pool.connection_kwargs
     assert "ssl_ca_certs" not in plain
+
+
+@pytest.mark.redis
+def test_cli_subscribe_prints_published_events(redis_server, capsys, monkeypatch):  # noqa: F811
+    from mmlm_stream.cli import main
+
+    record = EventRecord(
+        id="cam:speech:1",
+        source="cam",
+        type="speech",
+        key="speech",
+        start=1.0,
+        end=1.0,
+        confidence=0.9,
+        description="Speech begins.",
+        window_id="cam:0",
+    )
+    with RedisPublisher(redis_server.url, RedisConfig()) as publisher:
+        publisher.publish_event(record)
+        assert publisher.flush(5)
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    code = main(["subscribe", "--from-start", "--count", "1", "--json", "--group", "cli"])
+    assert code == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(line)["id"] == "cam:speech:1"
