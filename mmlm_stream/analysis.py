@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from mmlm_stream.aggregate import SourceAggregator, WindowOutput
 from mmlm_stream.channels import (
     AudioChunk,
+    ChannelItem,
     DecodeWarning,
     Frame,
     StreamState,
@@ -29,11 +30,13 @@ from mmlm_stream.encoding import Encoders
 from mmlm_stream.evidence import Channel, Evidence
 from mmlm_stream.fusion_head import LoadedHead
 from mmlm_stream.models.roles import SpeechInput
+from mmlm_stream.operators.backpressure import LiveQueue
 from mmlm_stream.operators.decode import SourceDecoder, decode
 from mmlm_stream.operators.detect import QueryScorer
 from mmlm_stream.operators.source import SourceSpec
 from mmlm_stream.operators.speech_segmenter import SpeechSegmenter
-from mmlm_stream.records import EventRecord
+from mmlm_stream.records import EventRecord, utc_stamp
+from mmlm_stream.stream_events import status_event
 
 logger = logging.getLogger(__name__)
 
@@ -132,18 +135,21 @@ class SourceAnalysis:
         self.chunks: list[AudioChunk] = []
         self.speech: list[SpeechInput] = []
         self.progress = 0.0
+        self.queue: LiveQueue | None = None
+        self._producer_error: Exception | None = None
         self.result = AnalysisResult(spec.source_id, models=encoders.model_ids())
 
     def run(self) -> AnalysisResult:
         models = self.config.models
-        for item in self.decoder:
+        items = self._live_items() if self.decoder.live else iter(self.decoder)
+        for item in items:
             if isinstance(item, Frame):
                 self.frames.append(item)
-                if len(self.frames) >= models.frames.batch_size:
+                if len(self.frames) >= models.frames.batch_size or self.decoder.live:
                     self._flush_frames()
             elif isinstance(item, AudioChunk):
                 self.chunks.append(item)
-                if len(self.chunks) >= models.audio.batch_size:
+                if len(self.chunks) >= models.audio.batch_size or self.decoder.live:
                     self._flush_audio()
             elif isinstance(item, SubtitleCue):
                 self.aggregator.add(Channel.SUBTITLES, [item])
@@ -154,6 +160,7 @@ class SourceAnalysis:
                 if item.state is StreamState.STREAMING:
                     self.anchor.set(item)
                 self.on_status(item)
+                self.on_events([status_event(item)])
             self.progress = max(self.progress, item.sort_time)
             self._advance()
             self._emit(self.aggregator.poll())
@@ -164,15 +171,56 @@ class SourceAnalysis:
         outputs, closing = self.aggregator.finish()
         self._emit(outputs)
         if closing:
-            self.on_events(closing)
+            self.on_events(self._stamp_events(closing))
         stats = self.decoder.stats
         self.result.duration = stats.last_time
         self.result.late_dropped = self.aggregator.late_dropped
         return self.result
 
+    def _live_items(self) -> Iterator[ChannelItem]:
+        """Decode in a thread into bounded queues, so slow encoders never stall the source:
+        frames follow the configured policy, audio is never dropped (module backpressure)."""
+        live = self.config.live
+        queue = LiveQueue(live.max_queued_frames, live.max_queued_items, live.frame_policy)
+        self.queue = queue
+
+        def produce() -> None:
+            try:
+                for item in self.decoder:
+                    queue.put(item)
+            except Exception as exc:  # the consumer re-raises it in its own thread
+                self._producer_error = exc
+            finally:
+                queue.close()
+
+        thread = threading.Thread(target=produce, name=f"decode:{self.spec.source_id}", daemon=True)
+        thread.start()
+        while (item := queue.get()) is not None:
+            yield item
+        thread.join()
+        if self._producer_error is not None:
+            raise self._producer_error
+
+    def lag_s(self) -> float | None:
+        """Wall time between now and the media time analysed last (live sources)."""
+        wall = self.anchor(self.progress)
+        if wall is None:
+            return None
+        return max(0.0, (datetime.now(UTC) - wall).total_seconds())
+
+    def _stamp_events(self, events: list[EventRecord]) -> list[EventRecord]:
+        for event in events:
+            if event.wall_start is None and (wall := self.anchor(event.start)) is not None:
+                event.wall_start = utc_stamp(wall)
+        return events
+
     def _emit(self, outputs: list[WindowOutput]) -> None:
         for output in outputs:
             self.result.windows += 1
+            window = output.window
+            if window.wall_start is None and (wall := self.anchor(window.start)) is not None:
+                window.wall_start = utc_stamp(wall)
+            self._stamp_events(output.events)
             self.on_window(output)
 
     def _advance(self) -> None:

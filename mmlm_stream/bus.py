@@ -10,7 +10,9 @@ pipeline knows nothing else. ``RedisPublisher`` is the Redis transport:
   ``{p}:event:{id}``: Hash, field ``json`` = latest version of that event (TTL ``event_ttl_s``).
 - Idempotent: one Lua script per record sets ``{p}:seen:{kind}:{id}`` (NX, TTL
   ``dedupe_ttl_s``) and writes only when it was not set before, so retries, reconnects and
-  re-runs never duplicate; the first publication (and its ``published_at``) wins.
+  re-runs never duplicate; the first publication (and its ``published_at``) wins. Live
+  records (with ``wall_start``) are keyed ``{id}@{wall_start}``: their media time, and so
+  their ids, start again at 0 in each new session.
 - Events and their closing updates: the event engine sends an ongoing version when an event
   starts and a closing update (same id, ``ongoing=false``) when it ends. By default the Streams
   receive each event ONCE, in its final state; the ongoing version is announced on Pub/Sub and
@@ -271,6 +273,17 @@ def _client_url(client: redis.Redis) -> str:
         "rediss" if "ssl" in client.connection_pool.connection_class.__name__.lower() else "redis"
     )
     return f"{scheme}://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+def _identity(record: WindowRecord | EventRecord) -> str:
+    """What makes a record the same one again: its id, plus ``wall_start`` for live records.
+
+    A live source's media time starts at 0 in every new process that watches it, so its ids
+    repeat from one session to the next; the wall-clock start tells those apart, while a
+    retry of the same record (same ``wall_start``) is still recognised.
+    """
+    rid = record.window_id if isinstance(record, WindowRecord) else record.id
+    return f"{rid}@{record.wall_start}" if record.wall_start else rid
 
 
 def _live_json(kind: str, record_json: str) -> str:
@@ -574,18 +587,19 @@ class RedisPublisher(Publisher):
         head: list[str | int] = [data, "", cfg.dedupe_ttl_s, cfg.event_ttl_s, retention]
         if isinstance(record, WindowRecord):
             head[1] = _live_json("window", data)
-            keys = [k.seen("window", record.window_id), "", k.live(record.source), ""]
+            keys = [k.seen("window", _identity(record)), "", k.live(record.source), ""]
             return [*keys, k.windows(record.source)], [*head, cfg.windows_maxlen]
         head[1] = _live_json("event", data)
         live, latest = k.live(record.source), k.event(record.id)
         streams = [k.events(record.source), k.events()]
         maxlens = [cfg.events_maxlen, cfg.all_events_maxlen]
+        ident = _identity(record)
         if not cfg.publish_open_events:
             if record.ongoing:
-                return [k.seen("event-open", record.id), "", live, latest], head
-            return [k.seen("event", record.id), "", live, latest, *streams], [*head, *maxlens]
-        later = "" if record.ongoing else k.seen("event-close", record.id)
-        return [k.seen("event", record.id), later, live, latest, *streams], [*head, *maxlens]
+                return [k.seen("event-open", ident), "", live, latest], head
+            return [k.seen("event", ident), "", live, latest, *streams], [*head, *maxlens]
+        later = "" if record.ongoing else k.seen("event-close", ident)
+        return [k.seen("event", ident), later, live, latest, *streams], [*head, *maxlens]
 
     def _send_state(self, item: _Item, stamp: str) -> None:
         state = item.state or {}

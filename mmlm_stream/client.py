@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any, Protocol, TextIO, TypeVar, get_args
+from typing import Any, TextIO, TypeVar, get_args
 
 import redis
 from pydantic import BaseModel, ValidationError
@@ -176,6 +176,8 @@ class Subscriber:
                 entries = self._read_group(stream, ">", wait)
             skipped: list[bytes | str] = []
             for entry_id, fields in entries:
+                if self._stop.is_set():
+                    break  # the rest stays pending: redelivered (at-least-once)
                 record = _parse(fields, EventRecord)
                 if record is None or (self.types is not None and record.type not in self.types):
                     skipped.append(entry_id)
@@ -339,17 +341,6 @@ def format_event(event: EventRecord) -> str:
     )
 
 
-class SubscribeParams(Protocol):
-    """What ``run_subscribe`` reads from the parsed arguments (missing ones get defaults)."""
-
-    source: str | None
-    type: list[str] | None
-    group: str | None
-    from_start: bool
-    json: bool
-    count: int | None
-
-
 def run_subscribe(
     params: Any,
     config: RedisConfig,
@@ -359,7 +350,11 @@ def run_subscribe(
     block_ms: int = 5000,
 ) -> int:
     """``mmlm-stream subscribe``: print events (readable lines, or JSON lines with ``json``)
-    until interrupted or ``count`` events were printed; returns the exit code."""
+    until interrupted or ``count`` events were printed; returns the exit code.
+
+    ``params`` is the argparse namespace (missing attributes get defaults): ``source``,
+    ``type`` (list), ``group``, ``consumer``, ``from_start``, ``json``, ``count``,
+    ``no_embedded_redis``. ``client`` skips finding the server (tests)."""
     out = out or sys.stdout
     types = getattr(params, "type", None) or None
     if isinstance(types, str):

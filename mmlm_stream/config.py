@@ -19,6 +19,7 @@ from mmlm_stream.bus_config import RedisConfig
 from mmlm_stream.errors import ConfigError
 from mmlm_stream.events_config import EventsConfig
 from mmlm_stream.fusion_head import FusionConfig
+from mmlm_stream.operators.backpressure import FramePolicy
 from mmlm_stream.operators.describe import DescriberConfig
 
 ENV_PREFIX = "MMLM_"
@@ -196,12 +197,26 @@ class WindowConfig(_Section):
         return self
 
 
+class LiveConfig(_Section):
+    """Live sources: what happens when encoders fall behind the stream."""
+
+    frame_policy: FramePolicy = Field(
+        FramePolicy.DROP_OLDEST,
+        description="When frames queue up: drop_oldest (sample fewer), drop_newest or block.",
+    )
+    max_queued_frames: int = Field(8, ge=1, description="Frames waiting for the encoders at most.")
+    max_queued_items: int = Field(
+        256, ge=1, description="Audio chunks and other items waiting at most (never dropped)."
+    )
+
+
 class Config(_Section):
     """Top level of the configuration file."""
 
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     window: WindowConfig = Field(default_factory=WindowConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     describer: DescriberConfig = Field(default_factory=DescriberConfig)

@@ -41,6 +41,7 @@ from mmlm_stream.serve_config import default_serve_config, deployment_options
 logger = logging.getLogger(__name__)
 
 APP_NAME = "mmlm"
+_STARTED_LOCAL = False
 
 
 @dataclass
@@ -84,10 +85,13 @@ def start_ray(address: str | None) -> None:
     """Join ``address`` or start a private local Ray (never a stale cluster)."""
     import ray
 
+    global _STARTED_LOCAL
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     if ray.is_initialized():
         return
+    _STARTED_LOCAL = not address
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
@@ -259,10 +263,13 @@ def describe(
 
 
 def shutdown() -> None:
-    """Stop the application and a Ray this process started."""
+    """Remove the application; stop the Ray this process started (a cluster stays up)."""
     import ray
     from ray import serve
 
-    if ray.is_initialized():
-        serve.shutdown()
-        ray.shutdown()
+    if not ray.is_initialized():
+        return
+    if _STARTED_LOCAL:
+        ray.shutdown()  # takes Serve and every replica with it, quietly
+    else:
+        serve.delete(APP_NAME)

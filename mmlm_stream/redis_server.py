@@ -188,9 +188,14 @@ def connect(
         _ping(client_for(url, config, connect_timeout=probe_timeout, socket_timeout=probe_timeout))
     except redis.RedisError as exc:
         reason = error_reason(exc)
+        answered = (
+            redis.AuthenticationError
+            | redis.exceptions.AuthorizationError
+            | redis.exceptions.BusyLoadingError
+        )
         nobody_home = isinstance(
             exc, redis.ConnectionError | redis.TimeoutError
-        ) and not isinstance(exc, redis.AuthenticationError)
+        ) and not isinstance(exc, answered)
         if explicit or not nobody_home:
             raise RedisUnavailable(f"{redact(url)}: {reason}") from None
         if not allow_embedded:

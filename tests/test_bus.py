@@ -90,6 +90,24 @@ def test_publishing_twice_adds_each_window_and_event_once(
     assert windows[0].published_at is None  # the caller's record is left alone
 
 
+def test_live_records_of_a_new_session_are_not_taken_for_duplicates(
+    redis_server: RedisServer,  # noqa: F811
+    client: redis.Redis,
+) -> None:
+    # Each `watch` process starts media time at 0, so ids repeat; wall_start differs.
+    sessions = ["2026-11-28T10:00:00.000Z", "2026-11-28T11:30:00.000Z"]
+    with RedisPublisher(redis_server.url, RedisConfig(**FAST)) as publisher:
+        for wall in [*sessions, sessions[0]]:
+            publisher.publish_window(window(0.0, "cam1").model_copy(update={"wall_start": wall}))
+            publisher.publish_event(
+                event(0.0, source="cam1").model_copy(update={"wall_start": wall})
+            )
+        assert publisher.flush(5)
+        assert (publisher.published, publisher.duplicates) == (4, 2)
+    assert [w["wall_start"] for w in entries(client, KEYS.windows("cam1"))] == sessions
+    assert [e["wall_start"] for e in entries(client, KEYS.events())] == sessions
+
+
 def test_ongoing_event_enters_the_streams_once_in_its_final_state(
     redis_server: RedisServer,  # noqa: F811
     client: redis.Redis,

@@ -1,0 +1,39 @@
+"""Stream state transitions of live sources as published ``stream`` events (SPEC section 4)."""
+
+from __future__ import annotations
+
+from mmlm_stream.channels import StreamState, StreamStatus
+from mmlm_stream.records import EventRecord, event_id, utc_stamp, window_id
+
+_SENTENCES = {
+    StreamState.CONNECTING: "The stream is connecting.",
+    StreamState.STREAMING: "The stream is up.",
+    StreamState.RECONNECTING: "The stream dropped and is reconnecting.",
+    StreamState.FAILED: "The stream failed and was given up.",
+    StreamState.ENDED: "The stream stopped.",
+}
+
+
+def status_event(status: StreamStatus) -> EventRecord:
+    """A point event keyed by the new state, at the media time of the transition."""
+    reason = f" ({status.reason})" if status.reason else ""
+    return EventRecord(
+        id=event_id(status.source, "stream", status.state.value, status.time)
+        + f":{round(status.wall.timestamp() * 1000)}",
+        source=status.source,
+        type="stream",
+        key=status.state.value,
+        start=status.time,
+        end=status.time,
+        confidence=1.0,
+        description=_SENTENCES[status.state] + reason,
+        window_id=window_id(status.source, 0.0),
+        evidence={
+            "stream": {
+                "state": status.state.value,
+                "reason": status.reason,
+                "attempt": status.attempt,
+            }
+        },
+        wall_start=utc_stamp(status.wall),
+    )
