@@ -130,18 +130,37 @@ class Decoder:
             self.publisher.publish.remote([message.output.window], message.output.events)
         elif isinstance(message, EventsDone):
             self.publisher.publish.remote([], message.events)
+            for event in message.events:
+                if event.type == "stream":
+                    state = {
+                        "state": event.key,
+                        "since": event.wall_start,
+                        **event.evidence["stream"],
+                    }
+                    self.publisher.set_state.remote(event.source, state)
 
     def _analyse(self, request: DescribeRequest, put: Any, stop: threading.Event) -> Any:
         config = Config.model_validate(request.config)
         spec = resolve_source(request.target, request.source_id)
         encoders = ServeEncoders(config.models, self.handles)
         last = [0.0]
+        running: list[SourceAnalysis] = []
 
         def progress(media_time: float) -> None:
             now = time.monotonic()
-            if now - last[0] >= PROGRESS_EVERY_S:
-                last[0] = now
-                put(Progress(media_time))
+            if now - last[0] < PROGRESS_EVERY_S or not running:
+                return
+            last[0] = now
+            analysis = running[0]
+            stats = analysis.queue.stats if analysis.queue is not None else None
+            put(
+                Progress(
+                    media_time,
+                    frames_in=stats.frames_in if stats else 0,
+                    frames_dropped=stats.frames_dropped if stats else 0,
+                    lag_s=analysis.lag_s(),
+                )
+            )
 
         analysis = SourceAnalysis(
             spec,
@@ -159,4 +178,5 @@ class Decoder:
                 self.handles[Role.TEXT],
             ),
         )
+        running.append(analysis)
         return analysis.run()

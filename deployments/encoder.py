@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,6 +56,8 @@ class RoleEncoder:
         if self.encoder is None:
             raise ValueError(f"model set '{self.models.set}' has no {role} model")
         self.max_batch_size = 16
+        self.recent_batches: deque[int] = deque(maxlen=256)
+        self.waiting = 0
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Batch size and wait come from the Serve config's user_config."""
@@ -66,11 +69,20 @@ class RoleEncoder:
     def model_id(self) -> str:
         return self.encoder.model_id
 
+    def stats(self) -> dict[str, Any]:
+        """Recent model-call batch sizes and requests waiting now (for /metrics)."""
+        batches, self.recent_batches = list(self.recent_batches), deque(maxlen=256)
+        return {"batches": batches, "waiting": self.waiting}
+
     async def __call__(self, items: list[Any]) -> Any:
         """One caller's items; pieces larger than a batch are split, results concatenated."""
         size = self.max_batch_size
         pieces = [items[i : i + size] for i in range(0, len(items), size)]
-        results = await asyncio.gather(*(self._batched(piece) for piece in pieces))
+        self.waiting += 1
+        try:
+            results = await asyncio.gather(*(self._batched(piece) for piece in pieces))
+        finally:
+            self.waiting -= 1
         if results and isinstance(results[0], np.ndarray):
             return np.concatenate(results) if len(results) > 1 else results[0]
         return [item for piece in results for item in piece]
@@ -78,5 +90,6 @@ class RoleEncoder:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05, batch_size_fn=_total)
     async def _batched(self, requests: list[list[Any]]) -> list[Any]:
         flat = [item for request in requests for item in request]
+        self.recent_batches.append(len(flat))
         results = await asyncio.to_thread(call_role, self.encoder, self.role, flat)
         return _split(results, [len(request) for request in requests])

@@ -27,6 +27,10 @@ class Publisher:
         for event in events:
             self.bus.publish_event(event)
 
+    def set_state(self, source: str, state: dict[str, Any]) -> None:
+        """A live stream's state in the streams hash (and on its live channel)."""
+        self.bus.set_stream_state(source, state)
+
     async def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything buffered reached Redis (or the timeout)."""
         return await asyncio.to_thread(self.bus.flush, timeout_s)

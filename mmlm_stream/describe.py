@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import json
 import logging
 import os
 import time
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 APP_NAME = "mmlm"
 _STARTED_LOCAL = False
+_DEPLOYED: tuple[str, Any] | None = None
 
 
 @dataclass
@@ -103,21 +105,56 @@ def start_ray(address: str | None) -> None:
         )
 
 
+def run_service(
+    config: Config,
+    serve_config: Path | None,
+    redis_url: str | None,
+    *,
+    host: str,
+    port: int,
+    jobs_dir: Path,
+) -> str:
+    """Deploy the application behind its HTTP ingress; returns the base URL."""
+    from ray import serve
+
+    from mmlm_stream.deployments.app import build_app
+
+    serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
+    options = deployment_options(serve_config or default_serve_config())
+    args = {
+        "config": config.model_dump(mode="json"),
+        "deployments": options,
+        "redis_url": redis_url,
+        "service": True,
+        "jobs_dir": str(jobs_dir.resolve()),
+    }
+    serve.run(build_app(args), name=APP_NAME, route_prefix="/")
+    return f"http://{host}:{port}"
+
+
 def run_app(config: Config, serve_config: Path | None, redis_url: str | None) -> Any:
-    """Deploy the application with the Serve config's options; returns the Decoder handle."""
+    """Deploy the application with the Serve config's options; returns the Decoder handle.
+
+    A second call with the same arguments reuses the running application: redeploying
+    would replace every replica and load every model again.
+    """
+    global _DEPLOYED
     from ray import serve
 
     from mmlm_stream.deployments.app import build_app
 
     options = deployment_options(serve_config or default_serve_config())
-    app = build_app(
-        {
-            "config": config.model_dump(mode="json"),
-            "deployments": options,
-            "redis_url": redis_url,
-        }
-    )
-    return serve.run(app, name=APP_NAME, route_prefix=None)
+    args = {
+        "config": config.model_dump(mode="json"),
+        "deployments": options,
+        "redis_url": redis_url,
+    }
+    key = json.dumps(args, sort_keys=True, default=str)
+    if _DEPLOYED is not None and _DEPLOYED[0] == key:
+        return _DEPLOYED[1]
+    handle = serve.run(build_app(args), name=APP_NAME, route_prefix=None)
+    _DEPLOYED = (key, handle)
+    return handle
 
 
 async def _describe_one(
@@ -267,6 +304,8 @@ def shutdown() -> None:
     import ray
     from ray import serve
 
+    global _DEPLOYED
+    _DEPLOYED = None
     if not ray.is_initialized():
         return
     if _STARTED_LOCAL:

@@ -19,8 +19,12 @@ class DescribeRequest:
 
 @dataclass(frozen=True)
 class Progress:
+    """Where the analysis is, and for live sources how it keeps up."""
+
     media_time: float
-    duration: float | None = None
+    frames_in: int = 0
+    frames_dropped: int = 0
+    lag_s: float | None = None
 
 
 @dataclass(frozen=True)
