@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ray.serve import Application
@@ -28,7 +29,8 @@ class _Roles(RoleEncoders):
 
 def build_app(args: dict[str, Any]) -> Application:
     """args: ``config_file`` (YAML path) or ``config`` (dict), ``deployments`` (name → Serve
-    options, as in the Serve config), ``redis_url`` (publish there when given)."""
+    options, as in the Serve config), ``redis_url`` (publish there when given; default
+    $REDIS_URL), ``service`` (put the HTTP ingress in front), ``jobs_dir``."""
     if args.get("config") is not None:
         config = Config.model_validate(args["config"])
     else:
@@ -41,10 +43,19 @@ def build_app(args: dict[str, Any]) -> Application:
         deployment = RoleEncoder.options(name=name, **options.get(name, {}))
         encoders[role.value] = deployment.bind(role.value, models)
     publisher = None
+    args = {**args, "redis_url": args.get("redis_url") or os.environ.get("REDIS_URL")}
     if args.get("redis_url"):
         from mmlm_stream.deployments.publisher import Publisher
 
         publisher = Publisher.options(**options.get("Publisher", {})).bind(
             args["redis_url"], config.redis.model_dump(mode="json")
         )
-    return Decoder.options(**options.get("Decoder", {})).bind(encoders, publisher)
+    decoder = Decoder.options(**options.get("Decoder", {})).bind(encoders, publisher)
+    if not args.get("service"):
+        return decoder
+    from mmlm_stream.deployments.ingress import Ingress
+
+    jobs_dir = args.get("jobs_dir") or "jobs"
+    return Ingress.options(**options.get("Ingress", {})).bind(
+        decoder, encoders, config.model_dump(mode="json"), args.get("redis_url"), jobs_dir
+    )

@@ -167,6 +167,54 @@ def cmd_describe(args: argparse.Namespace, config: Config) -> int:
     return report.exit_code
 
 
+def cmd_watch(args: argparse.Namespace, config: Config) -> int:
+    from mmlm_stream import describe as batch
+    from mmlm_stream.watch import watch
+
+    if args.loop:
+        decode = config.decode.model_copy(update={"loop": True, "realtime": True})
+        config = config.model_copy(update={"decode": decode})
+    url = _redis_url(config, not args.no_embedded_redis)
+    try:
+        return watch(
+            args.url,
+            config,
+            sys.stdout,
+            source_id=args.source,
+            address=args.address,
+            redis_url=url,
+            as_json=args.json,
+            duration_s=args.duration,
+        )
+    finally:
+        batch.shutdown()
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from mmlm_stream import describe as batch
+
+    url = _redis_url(config, not args.no_embedded_redis)
+    batch.start_ray(args.address)
+    try:
+        base = batch.run_service(
+            config,
+            Path(args.serve_config) if args.serve_config else None,
+            url,
+            host=args.host,
+            port=args.port,
+            jobs_dir=Path(args.jobs_dir),
+        )
+        print(f"serving on {base} (dashboard {base}/, API docs {base}/docs); Ctrl-C stops")
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        batch.shutdown()
+    return EXIT_OK
+
+
 def cmd_subscribe(args: argparse.Namespace, config: Config) -> int:
     from mmlm_stream.client import run_subscribe
 
@@ -328,6 +376,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-embedded-redis", action="store_true", help="never start the embedded Redis"
     )
     p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("watch", help="describe one live stream, printing windows and events")
+    p.add_argument("url", metavar="URL", help="rtsp://, rtmp://, http(s)://, udp://, srt://, file")
+    p.add_argument("--source", help="source id (default: derived from the URL)")
+    p.add_argument("--loop", action="store_true", help="loop a file in real time (a test feed)")
+    p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
+    p.add_argument("--json", action="store_true", help="print JSON records")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument(
+        "--no-embedded-redis", action="store_true", help="never start the embedded Redis"
+    )
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("serve", help="run the service: HTTP API, live streams, dashboard")
+    p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--serve-config", help="Serve config YAML (default: deployments/local-cpu.yaml)")
+    p.add_argument("--jobs-dir", default="jobs", help="where POST /jobs writes its files")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument(
+        "--no-embedded-redis", action="store_true", help="never start the embedded Redis"
+    )
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("subscribe", help="tail events from Redis")
     p.add_argument("--source", help="only this source's events")

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mmlm_stream.api_config import ApiConfig
 from mmlm_stream.bus_config import RedisConfig
 from mmlm_stream.errors import ConfigError
 from mmlm_stream.events_config import EventsConfig
@@ -221,6 +222,7 @@ class Config(_Section):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     describer: DescriberConfig = Field(default_factory=DescriberConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
 
 def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

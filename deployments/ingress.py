@@ -1,0 +1,78 @@
+"""The HTTP ingress (FastAPI, SPEC section 7) of the service: ``mmlm-stream serve``.
+
+The app is built after the constructor (``__serve_build_asgi_app__``) so its routes call a
+backend that holds this replica's handles; registered live streams resume at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+from ray import serve
+
+from mmlm_stream.api import create_app
+from mmlm_stream.bus import NullPublisher, Publisher, RedisPublisher
+from mmlm_stream.config import Config
+from mmlm_stream.jobs import DescribeRequest, JobMessage
+from mmlm_stream.service_backend import PipelineBackend
+
+logger = logging.getLogger(__name__)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
+@serve.ingress()
+class Ingress:
+    async def __init__(
+        self,
+        decoder: Any,
+        encoders: dict[str, Any],
+        config: dict[str, Any],
+        redis_url: str | None,
+        jobs_dir: str,
+    ) -> None:
+        self.decoder = decoder
+        self.encoders = encoders
+        self.config = Config.model_validate(config)
+        self.redis_url = redis_url
+        bus: Publisher = (
+            RedisPublisher(redis_url, self.config.redis) if redis_url else NullPublisher()
+        )
+        self.backend = PipelineBackend(
+            self.config,
+            self._run,
+            self._embed,
+            bus,
+            redis_url,
+            Path(jobs_dir),
+            encoder_stats=self._encoder_stats,
+        )
+        if redis_url:
+            resumed = await self.backend.resume()
+            logger.info("resumed %d registered streams", resumed)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_app(
+            self.backend, self.config.api, self.redis_url, redis_config=self.config.redis
+        )
+
+    async def _run(self, request: DescribeRequest) -> AsyncIterator[JobMessage]:
+        stream = self.decoder.options(stream=True).describe.remote(request)
+        try:
+            async for message in stream:
+                yield message
+        finally:
+            stream.cancel()
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        return await self.encoders["text"].remote(texts)
+
+    async def _encoder_stats(self) -> dict[str, dict[str, Any]]:
+        roles = list(self.encoders)
+        stats = await asyncio.gather(*(self.encoders[r].stats.remote() for r in roles))
+        return dict(zip(roles, stats, strict=True))

@@ -1,0 +1,357 @@
+"""The pipeline behind the HTTP API: live streams, batch jobs, search, metrics.
+
+Runs inside the ingress replica. A stream or a job input is one streaming call to the
+Decoder deployment (``run``); this module keeps what the API reports about them, keeps the
+stream registry in Redis (``{prefix}:streams``) so a restarted service resumes every
+registered stream, and ranks windows for ``/search``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from mmlm_stream.bus import Publisher
+from mmlm_stream.config import Config
+from mmlm_stream.errors import MmlmError
+from mmlm_stream.jobs import (
+    DescribeRequest,
+    EventsDone,
+    JobDone,
+    JobFailed,
+    JobMessage,
+    Progress,
+    WindowDone,
+)
+from mmlm_stream.metrics import PipelineMetrics
+from mmlm_stream.operators.source import assign_source_ids, resolve_source
+from mmlm_stream.outputs import SourceOutputs, is_done, write_error
+from mmlm_stream.records import WindowRecord, utc_stamp
+from mmlm_stream.redis_server import redact
+from mmlm_stream.service import (
+    Conflict,
+    JobInfo,
+    JobInput,
+    JobRequest,
+    NotFound,
+    SearchHit,
+    StreamInfo,
+    StreamSpec,
+    StreamStats,
+)
+
+logger = logging.getLogger(__name__)
+
+Run = Callable[[DescribeRequest], AsyncIterator[JobMessage]]
+Embed = Callable[[list[str]], Awaitable[np.ndarray]]
+SEARCH_WINDOWS_PER_SOURCE = 2000
+
+
+def window_text(window: WindowRecord) -> str:
+    """What a window is about, as one text to embed for search."""
+    parts = [window.description, window.speech.text]
+    parts += [cue.text for cue in window.subtitles] + window.ocr
+    parts += [label.label for label in window.visual + window.objects + window.audio]
+    return " ".join(part for part in parts if part)
+
+
+class _Stream:
+    def __init__(self, spec: StreamSpec, stream_id: str) -> None:
+        self.spec = spec
+        self.id = stream_id
+        self.info = StreamInfo(
+            id=stream_id,
+            url=redact(spec.url),
+            state="connecting",
+            since=utc_stamp(),
+            name=spec.name,
+            labels=spec.labels,
+        )
+        self.task: asyncio.Task[None] | None = None
+        self._frames: list[tuple[float, int]] = []
+
+    def progress(self, message: Progress) -> StreamStats:
+        now = time.monotonic()
+        self._frames = [(t, n) for t, n in self._frames if now - t < 10] + [
+            (now, message.frames_in)
+        ]
+        first_t, first_n = self._frames[0]
+        fps = (message.frames_in - first_n) / (now - first_t) if now > first_t else None
+        self.info.stats = StreamStats(
+            input_fps=round(fps, 2) if fps is not None else None,
+            frames_dropped=message.frames_dropped,
+            lag_s=round(message.lag_s, 3) if message.lag_s is not None else None,
+            windows=self.info.stats.windows,
+        )
+        return self.info.stats
+
+
+class PipelineBackend:
+    """ServiceBackend over the Serve application (see mmlm_stream.service)."""
+
+    def __init__(
+        self,
+        config: Config,
+        run: Run,
+        embed: Embed,
+        bus: Publisher,
+        redis_url: str | None,
+        jobs_dir: Path,
+        encoder_stats: Callable[[], Awaitable[dict[str, dict[str, Any]]]] | None = None,
+    ) -> None:
+        self.config = config
+        self.run = run
+        self.embed = embed
+        self.bus = bus
+        self.redis_url = redis_url
+        self.jobs_dir = jobs_dir
+        self.encoder_stats = encoder_stats
+        self.metrics = PipelineMetrics()
+        self.streams: dict[str, _Stream] = {}
+        self.jobs: dict[str, JobInfo] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._embeddings: dict[str, np.ndarray] = {}
+
+    async def resume(self) -> int:
+        """Start every stream registered in Redis (after a restart of the service)."""
+        registered = await asyncio.to_thread(self.bus.streams)
+        for stream_id, info in sorted(registered.items()):
+            spec_json = info.get("spec")
+            if stream_id in self.streams or not spec_json:
+                continue
+            spec = StreamSpec.model_validate(spec_json)
+            self._start(_Stream(spec, stream_id))
+            logger.info("resumed stream %s", stream_id)
+        return len(registered)
+
+    # -- streams ---------------------------------------------------------------------------
+
+    async def add_stream(self, spec: StreamSpec) -> StreamInfo:
+        stream_id = spec.id or resolve_source(spec.url).source_id
+        if stream_id in self.streams:
+            raise Conflict(f"stream '{stream_id}' already exists")
+        stream = _Stream(spec, stream_id)
+        await asyncio.to_thread(
+            self.bus.register_stream, stream_id, {"spec": spec.model_dump(mode="json")}
+        )
+        self._start(stream)
+        return stream.info
+
+    def list_streams(self) -> list[StreamInfo]:
+        return [self.streams[key].info for key in sorted(self.streams)]
+
+    def get_stream(self, stream_id: str) -> StreamInfo:
+        return self._stream(stream_id).info
+
+    async def remove_stream(self, stream_id: str) -> None:
+        stream = self._stream(stream_id)
+        del self.streams[stream_id]
+        if stream.task is not None:
+            stream.task.cancel()
+        await asyncio.to_thread(self.bus.unregister_stream, stream_id)
+        self.metrics.remove_stream(stream_id)
+
+    def _stream(self, stream_id: str) -> _Stream:
+        try:
+            return self.streams[stream_id]
+        except KeyError:
+            raise NotFound(f"no stream '{stream_id}'") from None
+
+    def _stream_config(self, spec: StreamSpec) -> dict[str, Any]:
+        update: dict[str, Any] = {"live": True}
+        if spec.loop:
+            update |= {"loop": True, "realtime": True}
+        if spec.frame_fps is not None:
+            update["frame_fps"] = spec.frame_fps
+        decode = self.config.decode.model_copy(update=update)
+        return self.config.model_copy(update={"decode": decode}).model_dump(mode="json")
+
+    def _start(self, stream: _Stream) -> None:
+        self.streams[stream.id] = stream
+        request = DescribeRequest(stream.spec.url, stream.id, self._stream_config(stream.spec))
+        stream.task = self._spawn(self._watch(stream, request))
+
+    async def _watch(self, stream: _Stream, request: DescribeRequest) -> None:
+        info = stream.info
+        try:
+            async for message in self.run(request):
+                if isinstance(message, Progress):
+                    stats = stream.progress(message)
+                    self.metrics.set_stream(
+                        stream.id,
+                        input_fps=stats.input_fps,
+                        lag_s=stats.lag_s,
+                        frames_dropped_total=stats.frames_dropped,
+                    )
+                elif isinstance(message, WindowDone):
+                    window = message.output.window
+                    info.stats.windows += 1
+                    info.last_description = window.description
+                    self.metrics.observe_window(window)
+                elif isinstance(message, EventsDone):
+                    for event in message.events:
+                        if event.type == "stream":
+                            info.state, info.since = event.key, event.wall_start
+                            info.reason = event.evidence.get("stream", {}).get("reason")
+                            self.metrics.set_state(stream.id, event.key)
+                elif isinstance(message, JobFailed):
+                    info.state, info.reason, info.since = "failed", message.reason, utc_stamp()
+        except asyncio.CancelledError:
+            info.state, info.since = "stopped", utc_stamp()
+            raise
+        except Exception as exc:  # the pipeline call itself broke: report, keep the service up
+            info.state, info.reason, info.since = "failed", str(exc).splitlines()[0], utc_stamp()
+            logger.warning("stream %s failed: %s", stream.id, info.reason)
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def submit_job(self, request: JobRequest) -> JobInfo:
+        job_id = uuid.uuid4().hex[:12]
+        ids = assign_source_ids(request.inputs)
+        job = JobInfo(
+            id=job_id,
+            state="queued",
+            created_at=utc_stamp(),
+            inputs=[
+                JobInput(input=target, source=sid)
+                for target, sid in zip(request.inputs, ids, strict=True)
+            ],
+        )
+        self.jobs[job_id] = job
+        self._spawn(self._job(job, request.force))
+        return job
+
+    def get_job(self, job_id: str) -> JobInfo:
+        try:
+            return self.jobs[job_id]
+        except KeyError:
+            raise NotFound(f"no job '{job_id}'") from None
+
+    async def _job(self, job: JobInfo, force: bool) -> None:
+        job.state = "running"
+        out = self.jobs_dir / job.id
+        for item in job.inputs:
+            assert item.source is not None
+            if not force and is_done(out, item.source):
+                item.state = "skipped"
+                continue
+            item.state = "running"
+            item.error = await self._describe_input(item, out)
+            item.state = "failed" if item.error else "done"
+        failed = sum(item.state == "failed" for item in job.inputs)
+        job.state = "failed" if failed == len(job.inputs) else "partial" if failed else "done"
+        job.finished_at = utc_stamp()
+
+    async def _describe_input(self, item: JobInput, out: Path) -> str | None:
+        assert item.source is not None
+        spec = resolve_source(item.input, item.source)
+        outputs = SourceOutputs(out, spec.source_id, spec.url, self.config.window.hop_s)
+        request = DescribeRequest(spec.url, spec.source_id, self.config.model_dump(mode="json"))
+        result, error = None, None
+        try:
+            async for message in self.run(request):
+                if isinstance(message, WindowDone):
+                    outputs.add(message.output)
+                    item.windows += 1
+                    item.events += len(message.output.events)
+                elif isinstance(message, EventsDone):
+                    outputs.add_events(message.events)
+                elif isinstance(message, JobDone):
+                    result = message.result
+                elif isinstance(message, JobFailed):
+                    error = message.reason
+        except MmlmError as exc:
+            error = str(exc)
+        if error is not None or result is None:
+            outputs.abandon()
+            reason = error or f"{spec.url}: the pipeline ended without a result"
+            write_error(out, spec.source_id, spec.url, reason)
+            return reason
+        outputs.finish(
+            duration=result.duration,
+            warnings=result.warnings,
+            models=result.models,
+            late=result.late_dropped,
+        )
+        return None
+
+    # -- search and health -----------------------------------------------------------------
+
+    async def search(self, query: str, top_k: int, source: str | None) -> list[SearchHit]:
+        windows = await self._recent_windows(source)
+        if not windows or not query.strip():
+            return []
+        missing = [w for w in windows if w.window_id not in self._embeddings]
+        if missing:
+            vectors = await self.embed([window_text(w) for w in missing])
+            for window, vector in zip(missing, np.asarray(vectors), strict=True):
+                self._embeddings[window.window_id] = vector
+        query_vector = np.asarray(await self.embed([query]))[0]
+        scored = sorted(
+            ((float(self._embeddings[w.window_id] @ query_vector), w) for w in windows),
+            key=lambda pair: -pair[0],
+        )
+        return [
+            SearchHit(
+                window_id=w.window_id,
+                source=w.source,
+                start=w.start,
+                end=w.end,
+                wall_start=w.wall_start,
+                description=w.description,
+                score=round(score, 4),
+            )
+            for score, w in scored[:top_k]
+        ]
+
+    async def _recent_windows(self, source: str | None) -> list[WindowRecord]:
+        if self.redis_url is None:
+            return []
+        prefix = self.config.redis.prefix
+        client = aioredis.from_url(self.redis_url)
+        try:
+            if source is not None:
+                keys = [f"{prefix}:windows:{source}"]
+            else:
+                keys = [k.decode() async for k in client.scan_iter(f"{prefix}:windows:*")]
+            windows = []
+            for key in keys:
+                for _, fields in await client.xrevrange(key, count=SEARCH_WINDOWS_PER_SOURCE):
+                    windows.append(WindowRecord.model_validate(json.loads(fields[b"json"])))
+            return windows
+        finally:
+            await client.aclose()
+
+    async def metrics_text(self) -> str:
+        if self.encoder_stats is not None:
+            for role, stats in (await self.encoder_stats()).items():
+                for size in stats.get("batches", []):
+                    self.metrics.encoder_batch(role, size)
+                self.metrics.set_queue_depth(role, int(stats.get("waiting", 0)))
+        counts = getattr(self.bus, "metrics", None)
+        if callable(counts):
+            self.metrics.set_publisher_counts(counts())
+        return self.metrics.exposition()
+
+    def healthy(self) -> bool:
+        return True
+
+    def _spawn(self, coroutine: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
