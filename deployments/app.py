@@ -14,6 +14,7 @@ from ray.serve import Application
 from mmlm_stream.config import Config, load_config
 from mmlm_stream.deployments.decoder import Decoder
 from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES, RoleEncoder
+from mmlm_stream.deployments.publisher import Publisher
 from mmlm_stream.encoding import RoleEncoders
 
 
@@ -42,14 +43,11 @@ def build_app(args: dict[str, Any]) -> Application:
         name = DEPLOYMENT_NAMES[role]
         deployment = RoleEncoder.options(name=name, **options.get(name, {}))
         encoders[role.value] = deployment.bind(role.value, models)
-    publisher = None
-    args = {**args, "redis_url": args.get("redis_url") or os.environ.get("REDIS_URL")}
-    if args.get("redis_url"):
-        from mmlm_stream.deployments.publisher import Publisher
-
-        publisher = Publisher.options(**options.get("Publisher", {})).bind(
-            args["redis_url"], config.redis.model_dump(mode="json")
-        )
+    if args.get("redis_url") is None:  # "" from the CLI means: do not publish
+        args = {**args, "redis_url": os.environ.get("REDIS_URL")}
+    publisher = Publisher.options(**options.get("Publisher", {})).bind(
+        args["redis_url"] or None, config.redis.model_dump(mode="json")
+    )
     decoder = Decoder.options(**options.get("Decoder", {})).bind(encoders, publisher)
     if not args.get("service"):
         return decoder

@@ -15,12 +15,14 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import ray
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 
 from mmlm_stream.analysis import SourceAnalysis
 from mmlm_stream.config import Config
 from mmlm_stream.deployments.aggregator import aggregator_factory
+from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES
 from mmlm_stream.encoding import ROLE_RECORD_KEY, RoleEncoders
 from mmlm_stream.errors import MmlmError
 from mmlm_stream.jobs import (
@@ -68,6 +70,13 @@ class ServeEncoders(RoleEncoders):
                 delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
 
+    def node_ids(self) -> dict[str, str]:
+        """Deployment name → node id of the replica that answered (one call each)."""
+        return {
+            DEPLOYMENT_NAMES[role]: self.handles[role].node_id.remote().result()
+            for role in self.roles
+        }
+
     def model_ids(self) -> dict[str, str]:
         if self._ids is None:
             self._ids = {
@@ -79,7 +88,7 @@ class ServeEncoders(RoleEncoders):
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=8)
 class Decoder:
-    def __init__(self, encoders: dict[str, Any], publisher: Any | None = None) -> None:
+    def __init__(self, encoders: dict[str, Any], publisher: Any) -> None:
         limit_threads()
         self.handles = {Role(role): handle for role, handle in encoders.items()}
         self.publisher = publisher
@@ -119,13 +128,9 @@ class Decoder:
 
     async def flush_publisher(self, timeout_s: float = 30.0) -> bool:
         """Wait until the publisher delivered everything (end of a batch job)."""
-        if self.publisher is None:
-            return True
         return await self.publisher.flush.remote(timeout_s)
 
     def _publish(self, message: JobMessage) -> None:
-        if self.publisher is None:
-            return
         if isinstance(message, WindowDone):
             self.publisher.publish.remote([message.output.window], message.output.events)
         elif isinstance(message, EventsDone):
@@ -179,4 +184,6 @@ class Decoder:
             ),
         )
         running.append(analysis)
-        return analysis.run()
+        result = analysis.run()
+        result.nodes = {"Decoder": ray.get_runtime_context().get_node_id(), **encoders.node_ids()}
+        return result

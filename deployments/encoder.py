@@ -69,6 +69,12 @@ class RoleEncoder:
     def model_id(self) -> str:
         return self.encoder.model_id
 
+    def node_id(self) -> str:
+        """The Ray node this replica runs on (recorded in job summaries)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def stats(self) -> dict[str, Any]:
         """Recent model-call batch sizes and requests waiting now (for /metrics)."""
         batches, self.recent_batches = list(self.recent_batches), deque(maxlen=256)

@@ -53,6 +53,7 @@ class AnalysisResult:
     warnings: list[str] = field(default_factory=list)
     late_dropped: int = 0
     models: dict[str, str] = field(default_factory=dict)
+    nodes: dict[str, str] = field(default_factory=dict)
 
 
 class _Anchor:

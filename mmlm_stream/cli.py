@@ -338,6 +338,24 @@ def cmd_train_fusion(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def cmd_k8s_render(args: argparse.Namespace, config: Config) -> int:
+    from mmlm_stream import k8s
+
+    text = k8s.render_yaml(
+        Path(args.serve_config) if args.serve_config else None,
+        image=args.image,
+        namespace=args.namespace,
+        cpu_node_resource=args.cpu_node_resource,
+        shape=k8s.ClusterShape().with_max(args.cpu_workers_max, args.gpu_workers_max),
+    )
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmlm-stream", description="Streaming video understanding on Ray Serve."
@@ -448,6 +466,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", help="model set (default: models.set of the config)")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(func=func)
+
+    kube = sub.add_parser("k8s", help="Kubernetes (KubeRay) manifests")
+    kube_sub = kube.add_subparsers(dest="k8s_command", required=True, metavar="ACTION")
+    p = kube_sub.add_parser("render", help="print the RayService rendered from a Serve config")
+    p.add_argument("--serve-config", help="Serve config YAML (default: deployments/gpu.yaml)")
+    p.add_argument("--image", help="container image (default: the project's, this version)")
+    p.add_argument("--namespace", default="mmlm", help="Kubernetes namespace (default: mmlm)")
+    p.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+    p.add_argument(
+        "--cpu-node-resource",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep GPU-free deployments on the CPU worker group (default: on)",
+    )
+    p.add_argument("--cpu-workers-max", type=int, help="most CPU worker pods (default: 8)")
+    p.add_argument("--gpu-workers-max", type=int, help="most GPU worker pods (default: 4)")
+    p.set_defaults(func=cmd_k8s_render)
     return parser
 
 

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 APP_NAME = "mmlm"
 _STARTED_LOCAL = False
+_APP = APP_NAME
 _DEPLOYED: tuple[str, Any] | None = None
 
 
@@ -94,6 +95,10 @@ def start_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     _STARTED_LOCAL = not address
+    global _APP
+    # On a shared cluster a CLI run gets its own application, so it never replaces (or, at
+    # the end, deletes) the service's "mmlm" application.
+    _APP = APP_NAME if not address else f"{APP_NAME}-cli-{os.getpid()}"
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
@@ -124,11 +129,11 @@ def run_service(
     args = {
         "config": config.model_dump(mode="json"),
         "deployments": options,
-        "redis_url": redis_url,
+        "redis_url": redis_url or "",
         "service": True,
         "jobs_dir": str(jobs_dir.resolve()),
     }
-    serve.run(build_app(args), name=APP_NAME, route_prefix="/")
+    serve.run(build_app(args), name=_APP, route_prefix="/")
     return f"http://{host}:{port}"
 
 
@@ -152,7 +157,7 @@ def run_app(config: Config, serve_config: Path | None, redis_url: str | None) ->
     key = json.dumps(args, sort_keys=True, default=str)
     if _DEPLOYED is not None and _DEPLOYED[0] == key:
         return _DEPLOYED[1]
-    handle = serve.run(build_app(args), name=APP_NAME, route_prefix=None)
+    handle = serve.run(build_app(args), name=_APP, route_prefix=None)
     _DEPLOYED = (key, handle)
     return handle
 
@@ -194,6 +199,7 @@ async def _describe_one(
         warnings=result.warnings,
         models=result.models,
         late=result.late_dropped,
+        nodes=result.nodes,
     )
     _advance(state, result.duration or state.done_s, progress, total)
 
@@ -311,4 +317,4 @@ def shutdown() -> None:
     if _STARTED_LOCAL:
         ray.shutdown()  # takes Serve and every replica with it, quietly
     else:
-        serve.delete(APP_NAME)
+        serve.delete(_APP)

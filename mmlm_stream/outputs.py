@@ -48,6 +48,9 @@ class SummaryRecord(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     models: dict[str, str] = Field(default_factory=dict)
     late_dropped: int = 0
+    nodes: dict[str, str] = Field(
+        default_factory=dict, description="Ray node of each deployment that did the work."
+    )
     created_at: str
 
 
@@ -157,7 +160,13 @@ class SourceOutputs:
             table[label.label] = (max(best, label.score), count + 1)
 
     def finish(
-        self, *, duration: float | None, warnings: list[str], models: dict[str, str], late: int
+        self,
+        *,
+        duration: float | None,
+        warnings: list[str],
+        models: dict[str, str],
+        late: int,
+        nodes: dict[str, str] | None = None,
     ) -> SummaryRecord:
         self._windows.close()
         self._event_log.close()
@@ -182,6 +191,7 @@ class SourceOutputs:
             warnings=warnings,
             models=models,
             late_dropped=late,
+            nodes=nodes or {},
             created_at=utc_stamp(),
         )
         _atomic_write(

@@ -17,6 +17,7 @@ from mmlm_stream import describe as batch
 from mmlm_stream.bus_config import RedisConfig
 from mmlm_stream.client import Subscriber
 from mmlm_stream.config import Config, ModelsConfig
+from mmlm_stream.deployments.app import _Roles
 from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES
 from mmlm_stream.outputs import read_windows
 from mmlm_stream.sample import write_sample
@@ -30,7 +31,8 @@ def test_serve_configs_validate_against_rays_schema(name: str):
     data = yaml.safe_load((DEPLOYMENTS / name).read_text())
     ServeDeploySchema.model_validate(data)
     names = {d["name"] for d in data["applications"][0]["deployments"]}
-    assert names == {"Decoder", "Publisher", *DEPLOYMENT_NAMES.values()}
+    built = {DEPLOYMENT_NAMES[role] for role in _Roles(Config().models).roles}
+    assert names == {"Decoder", "Publisher", *built}  # serve deploy rejects any other name
     assert default_serve_config().name == "local-cpu.yaml"
 
 
