@@ -40,13 +40,11 @@ import numpy as np
 from mmlm_stream.config import SpeechModelConfig
 from mmlm_stream.errors import ConfigError, MmlmError
 from mmlm_stream.models.registry import LoadContext, ModelSpec
-from mmlm_stream.models.roles import Role, SpeechInput, TranscriptSegment, Word
+from mmlm_stream.models.roles import Role, TranscriptSegment, Word
+from mmlm_stream.models.whisper_windows import PackedWhisper
 from mmlm_stream.operators.speech_packing import (
     SAMPLE_RATE,
     Window,
-    audible,
-    pack,
-    prepare,
     text_to_segment,
     words_to_segments,
 )
@@ -247,7 +245,7 @@ class _Decoded:
     no_speech_prob: float
 
 
-class FasterWhisperRecognizer:
+class FasterWhisperRecognizer(PackedWhisper):
     """SpeechRecognizer over a faster-whisper model: packed windows, one greedy pass each.
 
     Windows go through the model ``batch_size`` at a time: one encoder pass, one batched
@@ -264,24 +262,6 @@ class FasterWhisperRecognizer:
         self._batch_size = batch_size
         self._lock = threading.Lock()
         self.model_id = model_id
-
-    def warmup(self) -> None:
-        """One window through encoder, decoder and word alignment, so first real use is fast."""
-        noise = np.random.default_rng(0).normal(0.0, 0.01, SAMPLE_RATE).astype(np.float32)
-        self.transcribe([SpeechInput(0.0, noise)])
-
-    def transcribe(self, speech: Sequence[SpeechInput]) -> list[TranscriptSegment]:
-        inputs = [item for item in map(prepare, speech) if audible(item)]
-        windows = pack(inputs)
-        segments: list[TranscriptSegment] = []
-        language = self._config.language
-        with self._lock:
-            for first in range(0, len(windows), self._batch_size):
-                batch = windows[first : first + self._batch_size]
-                decoded, language = self._decode([w.audio(inputs) for w in batch], language)
-                for window, result in zip(batch, decoded, strict=True):
-                    segments.extend(self._segments(window, result, language))
-        return sorted(segments, key=lambda segment: (segment.start, segment.end))
 
     def _segments(self, window: Window, result: _Decoded, language: str) -> list[TranscriptSegment]:
         if result.avg_logprob < JUNK_LOGPROB or (

@@ -34,13 +34,11 @@ import numpy as np
 from mmlm_stream.config import SpeechModelConfig
 from mmlm_stream.errors import ConfigError
 from mmlm_stream.models.registry import LoadContext, ModelSpec
-from mmlm_stream.models.roles import Role, SpeechInput, TranscriptSegment
+from mmlm_stream.models.roles import Role, TranscriptSegment
+from mmlm_stream.models.whisper_windows import PackedWhisper
 from mmlm_stream.operators.speech_packing import (
     SAMPLE_RATE,
     Window,
-    audible,
-    pack,
-    prepare,
     text_to_segment,
 )
 
@@ -225,7 +223,7 @@ def build_tiny_whisper(folder: Path) -> Path:
         return folder
 
 
-class WhisperHfRecognizer:
+class WhisperHfRecognizer(PackedWhisper):
     """SpeechRecognizer over a transformers Whisper: packed windows, one pass per batch."""
 
     def __init__(
@@ -257,24 +255,6 @@ class WhisperHfRecognizer:
             int(generation.max_length or model.config.max_target_positions),
             model.config.max_target_positions // 2,
         )
-
-    def warmup(self) -> None:
-        """Every code path once at the shapes used later (torch is slow on new shapes)."""
-        noise = np.random.default_rng(0).normal(0.0, 0.01, SAMPLE_RATE).astype(np.float32)
-        self.transcribe([SpeechInput(0.0, noise)])
-
-    def transcribe(self, speech: Sequence[SpeechInput]) -> list[TranscriptSegment]:
-        inputs = [item for item in map(prepare, speech) if audible(item)]
-        windows = pack(inputs)
-        segments: list[TranscriptSegment] = []
-        language = self._config.language
-        with self._lock:
-            for first in range(0, len(windows), self._batch_size):
-                batch = windows[first : first + self._batch_size]
-                decoded, language = self._decode([w.audio(inputs) for w in batch], language)
-                for window, result in zip(batch, decoded, strict=True):
-                    segments.extend(self._segments(window, result, language))
-        return sorted(segments, key=lambda segment: (segment.start, segment.end))
 
     def _segments(self, window: Window, result: _Decoded, language: str) -> list[TranscriptSegment]:
         if self._calibrated and (
