@@ -130,6 +130,9 @@ class Decoder:
         """Wait until the publisher delivered everything (end of a batch job)."""
         return await self.publisher.flush.remote(timeout_s)
 
+    async def publisher_metrics(self) -> dict[str, int]:
+        return await self.publisher.metrics.remote()
+
     def _publish(self, message: JobMessage) -> None:
         if isinstance(message, WindowDone):
             self.publisher.publish.remote([message.output.window], message.output.events)

@@ -51,6 +51,7 @@ class Ingress:
             redis_url,
             Path(jobs_dir),
             encoder_stats=self._encoder_stats,
+            publisher_metrics=self._publisher_metrics,
         )
         if redis_url:
             resumed = await self.backend.resume()
@@ -71,6 +72,9 @@ class Ingress:
 
     async def _embed(self, texts: list[str]) -> np.ndarray:
         return await self.encoders["text"].remote(texts)
+
+    async def _publisher_metrics(self) -> dict[str, int]:
+        return await self.decoder.publisher_metrics.remote()
 
     async def _encoder_stats(self) -> dict[str, dict[str, Any]]:
         roles = list(self.encoders)

@@ -107,6 +107,7 @@ class PipelineBackend:
         redis_url: str | None,
         jobs_dir: Path,
         encoder_stats: Callable[[], Awaitable[dict[str, dict[str, Any]]]] | None = None,
+        publisher_metrics: Callable[[], Awaitable[dict[str, int]]] | None = None,
     ) -> None:
         self.config = config
         self.run = run
@@ -115,6 +116,7 @@ class PipelineBackend:
         self.redis_url = redis_url
         self.jobs_dir = jobs_dir
         self.encoder_stats = encoder_stats
+        self.publisher_metrics = publisher_metrics
         self.metrics = PipelineMetrics()
         self.streams: dict[str, _Stream] = {}
         self.jobs: dict[str, JobInfo] = {}
@@ -337,9 +339,8 @@ class PipelineBackend:
                 for size in stats.get("batches", []):
                     self.metrics.encoder_batch(role, size)
                 self.metrics.set_queue_depth(role, int(stats.get("waiting", 0)))
-        counts = getattr(self.bus, "metrics", None)
-        if callable(counts):
-            self.metrics.set_publisher_counts(counts())
+        if self.publisher_metrics is not None:
+            self.metrics.set_publisher_counts(await self.publisher_metrics())
         return self.metrics.exposition()
 
     def healthy(self) -> bool:

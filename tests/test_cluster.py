@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,12 +79,14 @@ def _describe(sample: Path, out: Path, redis_url: str, cache: Path, address: str
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
 
 
+@pytest.mark.timeout(1200)
 def test_describe_on_two_nodes_spreads_replicas_and_matches_one_node(tmp_path: Path, model_cache):
     sample = write_sample(tmp_path / "sample.mkv").path
     redis = RedisServer(tmp_path / "redis")
     redis.start()
     port = free_port()
     address = f"127.0.0.1:{port}"
+    short_dir = tempfile.mkdtemp(prefix="mmlm-ray-", dir="/tmp")
     head = _start_node(
         [
             "--head",
@@ -90,7 +94,7 @@ def test_describe_on_two_nodes_spreads_replicas_and_matches_one_node(tmp_path: P
             f"--port={port}",
             "--num-cpus=1",
             "--include-dashboard=false",
-            f"--temp-dir={tmp_path / 'ray-head'}",
+            f"--temp-dir={short_dir}",  # AF_UNIX socket paths must stay under 108 bytes
         ],
         tmp_path / "head.log",
     )
@@ -108,6 +112,7 @@ def test_describe_on_two_nodes_spreads_replicas_and_matches_one_node(tmp_path: P
         if worker is not None:
             _stop(worker)
         _stop(head)
+        shutil.rmtree(short_dir, ignore_errors=True)
     single = _describe(sample, tmp_path / "single", redis.url, model_cache, None)
     redis.stop()
     assert single.returncode == 0, single.stderr[-2000:]
