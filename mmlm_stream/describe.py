@@ -26,9 +26,6 @@ from mmlm_stream.config import Config
 from mmlm_stream.errors import SourceError
 from mmlm_stream.jobs import (
     DescribeRequest,
-    EventsDone,
-    JobDone,
-    JobFailed,
     WindowDone,
 )
 from mmlm_stream.jobs import (
@@ -36,7 +33,7 @@ from mmlm_stream.jobs import (
 )
 from mmlm_stream.operators.probe import probe
 from mmlm_stream.operators.source import SourceSpec, assign_source_ids, resolve_source, scheme_of
-from mmlm_stream.outputs import SourceOutputs, is_done, write_error
+from mmlm_stream.outputs import is_done, write_error, write_job
 from mmlm_stream.serve_config import default_serve_config, deployment_options
 
 logger = logging.getLogger(__name__)
@@ -101,13 +98,24 @@ def start_ray(address: str | None) -> None:
     _APP = APP_NAME if not address else f"{APP_NAME}-cli-{os.getpid()}"
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        ray.init(
-            address="local",
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-        )
+        return
+    # A busy machine (or a Ray that just shut down) can make the first start time out.
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
+    for attempt in (1, 2):
+        try:
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
+            return
+        except Exception as exc:
+            if attempt == 2 or "timed out during startup" not in str(exc):
+                raise
+            logger.warning("local Ray did not start in time; trying once more")
+            ray.shutdown()
+            time.sleep(3)
 
 
 def run_service(
@@ -171,37 +179,25 @@ async def _describe_one(
     total: TaskID,
 ) -> None:
     spec = state.spec
-    outputs = SourceOutputs(out_dir, spec.source_id, spec.url, config.window.hop_s)
     request = DescribeRequest(spec.url, spec.source_id, config.model_dump(mode="json"))
-    stream = handle.options(stream=True).describe.remote(request)
-    result = None
-    async for message in stream:
+
+    def seen(message: Any) -> None:
         if isinstance(message, JobProgress):
             _advance(state, message.media_time, progress, total)
         elif isinstance(message, WindowDone):
-            outputs.add(message.output)
             state.windows += 1
             _advance(state, message.output.window.start, progress, total)
-        elif isinstance(message, EventsDone):
-            outputs.add_events(message.events)
-        elif isinstance(message, JobDone):
-            result = message.result
-        elif isinstance(message, JobFailed):
-            state.error = message.reason
-    if state.error is not None or result is None:
-        outputs.abandon()
-        reason = state.error or f"{spec.url}: the pipeline ended without a result"
-        write_error(out_dir, spec.source_id, spec.url, reason)
-        state.error = reason
-        return
-    outputs.finish(
-        duration=result.duration,
-        warnings=result.warnings,
-        models=result.models,
-        late=result.late_dropped,
-        nodes=result.nodes,
+
+    result, state.error = await write_job(
+        handle.options(stream=True).describe.remote(request),
+        out_dir,
+        spec.source_id,
+        spec.url,
+        config.window.hop_s,
+        on_message=seen,
     )
-    _advance(state, result.duration or state.done_s, progress, total)
+    if result is not None:
+        _advance(state, result.duration or state.done_s, progress, total)
 
 
 def _advance(state: InputState, media_time: float, progress: Progress, total: TaskID) -> None:

@@ -13,8 +13,9 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pysubs2
 from pydantic import BaseModel, Field
@@ -225,3 +226,50 @@ def read_windows(path: Path) -> list[WindowRecord]:
         for line in path.read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
+
+
+async def write_job(
+    messages: AsyncIterator[Any],
+    out_dir: Path,
+    source: str,
+    target: str,
+    hop_s: float,
+    on_message: Callable[[Any], None] | None = None,
+) -> tuple[Any, str | None]:
+    """Write one input's streamed job messages (``mmlm_stream.jobs``) into its files.
+
+    Returns (the analysis result, None) when the input completed, or (None, one-line reason)
+    after writing ``<source>.error.json``. ``on_message`` sees every message (progress bars,
+    counters).
+    """
+    from mmlm_stream.jobs import EventsDone, JobDone, JobFailed, WindowDone
+
+    outputs = SourceOutputs(out_dir, source, target, hop_s)
+    result, error = None, None
+    try:
+        async for message in messages:
+            if on_message is not None:
+                on_message(message)
+            if isinstance(message, WindowDone):
+                outputs.add(message.output)
+            elif isinstance(message, EventsDone):
+                outputs.add_events(message.events)
+            elif isinstance(message, JobDone):
+                result = message.result
+            elif isinstance(message, JobFailed):
+                error = message.reason
+    except Exception as exc:  # the pipeline call broke: this input fails, the caller goes on
+        error = f"{target}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    if error is not None or result is None:
+        outputs.abandon()
+        reason = error or f"{target}: the pipeline ended without a result"
+        write_error(out_dir, source, target, reason)
+        return None, reason
+    outputs.finish(
+        duration=result.duration,
+        warnings=result.warnings,
+        models=result.models,
+        late=result.late_dropped,
+        nodes=result.nodes,
+    )
+    return result, None

@@ -22,11 +22,9 @@ import redis.asyncio as aioredis
 
 from mmlm_stream.bus import Publisher
 from mmlm_stream.config import Config
-from mmlm_stream.errors import MmlmError
 from mmlm_stream.jobs import (
     DescribeRequest,
     EventsDone,
-    JobDone,
     JobFailed,
     JobMessage,
     Progress,
@@ -34,7 +32,7 @@ from mmlm_stream.jobs import (
 )
 from mmlm_stream.metrics import PipelineMetrics
 from mmlm_stream.operators.source import assign_source_ids, resolve_source
-from mmlm_stream.outputs import SourceOutputs, is_done, write_error
+from mmlm_stream.outputs import is_done, write_job
 from mmlm_stream.records import WindowRecord, utc_stamp
 from mmlm_stream.redis_server import redact
 from mmlm_stream.service import (
@@ -256,35 +254,17 @@ class PipelineBackend:
     async def _describe_input(self, item: JobInput, out: Path) -> str | None:
         assert item.source is not None
         spec = resolve_source(item.input, item.source)
-        outputs = SourceOutputs(out, spec.source_id, spec.url, self.config.window.hop_s)
         request = DescribeRequest(spec.url, spec.source_id, self.config.model_dump(mode="json"))
-        result, error = None, None
-        try:
-            async for message in self.run(request):
-                if isinstance(message, WindowDone):
-                    outputs.add(message.output)
-                    item.windows += 1
-                    item.events += len(message.output.events)
-                elif isinstance(message, EventsDone):
-                    outputs.add_events(message.events)
-                elif isinstance(message, JobDone):
-                    result = message.result
-                elif isinstance(message, JobFailed):
-                    error = message.reason
-        except MmlmError as exc:
-            error = str(exc)
-        if error is not None or result is None:
-            outputs.abandon()
-            reason = error or f"{spec.url}: the pipeline ended without a result"
-            write_error(out, spec.source_id, spec.url, reason)
-            return reason
-        outputs.finish(
-            duration=result.duration,
-            warnings=result.warnings,
-            models=result.models,
-            late=result.late_dropped,
+
+        def count(message: JobMessage) -> None:
+            if isinstance(message, WindowDone):
+                item.windows += 1
+                item.events += len(message.output.events)
+
+        _, error = await write_job(
+            self.run(request), out, spec.source_id, spec.url, self.config.window.hop_s, count
         )
-        return None
+        return error
 
     # -- search and health -----------------------------------------------------------------
 
