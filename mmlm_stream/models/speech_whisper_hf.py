@@ -18,13 +18,11 @@ its text is garbage, its types and plumbing are real.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ import numpy as np
 
 from mmlm_stream.config import SpeechModelConfig
 from mmlm_stream.errors import ConfigError
+from mmlm_stream.file_lock import exclusive
 from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.models.roles import Role, TranscriptSegment
 from mmlm_stream.models.whisper_windows import PackedWhisper
@@ -111,16 +110,6 @@ def load_tiny(ctx: LoadContext) -> WhisperHfRecognizer:
     return _load_from(ctx, str(folder), TINY, calibrated=False)
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    with lock_path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def build_tiny_whisper(folder: Path) -> Path:
     """Save the tiny random Whisper (model, feature extractor, tokenizer) once, atomically.
 
@@ -139,7 +128,7 @@ def build_tiny_whisper(folder: Path) -> Path:
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(folder.parent / f"{folder.name}.lock"):
+    with exclusive(folder.parent / f"{folder.name}.lock"):
         if (folder / "config.json").is_file():
             return folder
         vocab = {character: index for index, character in enumerate(bytes_to_unicode().values())}
