@@ -16,7 +16,7 @@ from typing import Any
 
 import ray
 
-from mmlm_stream.aggregate import SourceAggregator, WindowOutput
+from mmlm_stream.aggregate import Polled, SourceAggregator, WindowOutput
 from mmlm_stream.config import Config
 from mmlm_stream.evidence import Channel, Evidence
 from mmlm_stream.fusion_head import load_head
@@ -72,7 +72,7 @@ class SourceAggregatorActor:
         for channel, media_time in marks.items():
             self.aggregator.advance(Channel(channel), media_time)
 
-    def poll(self) -> list[WindowOutput]:
+    def poll(self) -> Polled:
         return self.aggregator.poll()
 
     def finish(self) -> tuple[list[WindowOutput], list[EventRecord]]:
@@ -100,7 +100,7 @@ class RemoteAggregation:
     def advance(self, channel: Channel, media_time: float) -> None:
         self._marks[channel.value] = media_time
 
-    def poll(self) -> list[WindowOutput]:
+    def poll(self) -> Polled:
         marks, self._marks = self._marks, {}
         if marks:
             self.actor.advance.remote(marks)

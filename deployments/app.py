@@ -55,5 +55,10 @@ def build_app(args: dict[str, Any]) -> Application:
 
     jobs_dir = args.get("jobs_dir") or "jobs"
     return Ingress.options(**options.get("Ingress", {})).bind(
-        decoder, encoders, config.model_dump(mode="json"), args.get("redis_url"), jobs_dir
+        decoder,
+        encoders,
+        publisher,
+        config.model_dump(mode="json"),
+        args.get("redis_url"),
+        jobs_dir,
     )

@@ -1,9 +1,10 @@
 """Decoder deployment (CPU): one streaming request per input, the encoders shared.
 
-The analysis loop runs in a worker thread and calls the encoder deployments through their
-handles; closed windows and events stream back to the caller (which writes the files) and
-go to the publisher. A bounded queue between the thread and the response keeps memory flat
-when the caller reads slowly.
+The analysis loop runs in a thread of its own per request (a live stream holds one for its
+whole life, so a shared executor would cap the streams a replica can run) and calls the
+encoder deployments through their handles; closed windows and events stream back to the
+caller (which writes the files) and go to the publisher. A bounded queue between the thread
+and the response keeps memory flat when the caller reads slowly.
 """
 
 from __future__ import annotations
@@ -112,26 +113,30 @@ class Decoder:
             finally:
                 put(None)
 
-        worker = loop.run_in_executor(None, work)
+        finished = loop.create_future()
+
+        def run() -> None:
+            try:
+                work()
+            finally:
+                loop.call_soon_threadsafe(finished.set_result, None)
+
+        threading.Thread(target=run, name=f"describe:{request.source_id}", daemon=True).start()
         try:
             while (message := await queue.get()) is not None:
                 self._publish(message)
                 yield message
         finally:
             stop.set()
-            while not worker.done():
+            while not finished.done():
                 try:
                     queue.get_nowait()
                 except asyncio.QueueEmpty:
                     await asyncio.sleep(0.05)
-            await worker
 
     async def flush_publisher(self, timeout_s: float = 30.0) -> bool:
         """Wait until the publisher delivered everything (end of a batch job)."""
         return await self.publisher.flush.remote(timeout_s)
-
-    async def publisher_metrics(self) -> dict[str, int]:
-        return await self.publisher.metrics.remote()
 
     def _publish(self, message: JobMessage) -> None:
         if isinstance(message, WindowDone):

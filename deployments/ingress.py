@@ -32,12 +32,14 @@ class Ingress:
         self,
         decoder: Any,
         encoders: dict[str, Any],
+        publisher: Any,
         config: dict[str, Any],
         redis_url: str | None,
         jobs_dir: str,
     ) -> None:
         self.decoder = decoder
         self.encoders = encoders
+        self.publisher = publisher
         self.config = Config.model_validate(config)
         self.redis_url = redis_url
         bus: Publisher = (
@@ -74,7 +76,7 @@ class Ingress:
         return await self.encoders["text"].remote(texts)
 
     async def _publisher_metrics(self) -> dict[str, int]:
-        return await self.decoder.publisher_metrics.remote()
+        return await self.publisher.metrics.remote()
 
     async def _encoder_stats(self) -> dict[str, dict[str, Any]]:
         roles = list(self.encoders)

@@ -3,6 +3,11 @@
 One ``SourceAggregator`` holds all the state of one source (open windows, label
 smoothing, ongoing events, the previous description), which is why the Ray pipeline routes
 every item of a source to the same aggregator.
+
+Live sources with speech look at each window twice: once the frames, audio and other fast
+channels are complete, the window is fused and the rules that need no text run, so their
+events go out within about a hop of the moment; when the transcripts are in too, the text,
+the fusion head, the text rules and the description complete the window record.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from mmlm_stream.evidence import Channel, Evidence, FusedWindow, WindowContents
 from mmlm_stream.fusion_head import LoadedHead
 from mmlm_stream.models.roles import Label
 from mmlm_stream.operators.describe import make_describer
-from mmlm_stream.operators.detect import EventEngine, QueryScorer
+from mmlm_stream.operators.detect import EventEngine, QueryScorer, needs_text
 from mmlm_stream.operators.fuse import Fuser, FuseSettings
 from mmlm_stream.operators.window import Windower
 from mmlm_stream.records import (
@@ -35,11 +40,20 @@ TextEmbedder = Callable[[Sequence[str]], np.ndarray]
 
 @dataclass(frozen=True)
 class WindowOutput:
-    """A closed window's record and the events it started, updated or closed."""
+    """A closed window's record and the events it started, updated or closed (those not
+    already handed out early)."""
 
     window: WindowRecord
     events: list[EventRecord]
     fused: FusedWindow
+
+
+@dataclass(frozen=True)
+class Polled:
+    """What one poll produced: closed windows, and events found early in open live windows."""
+
+    windows: list[WindowOutput]
+    events: list[EventRecord]
 
 
 def _scores(labels: Sequence[Label]) -> list[LabelScore]:
@@ -63,6 +77,7 @@ class SourceAggregator:
         self.source = source
         self.config = config
         win = config.window
+        deferred = channels & {Channel.SPEECH} if live else frozenset()
         self.windower = Windower(
             source,
             channels,
@@ -70,13 +85,20 @@ class SourceAggregator:
             win.hop_s,
             max_lateness_s=win.max_lateness_s if live else None,
             wall_of=wall_of,
+            deferred=deferred,
         )
         self.fuser = Fuser(
             FuseSettings(top_k=win.top_k, smoothing=win.smoothing, hop_s=win.hop_s), embed_text
         )
         self.head = head
         self.describer = make_describer(config.describer)
-        self.events = EventEngine(config.events, query_scorer)
+        self.events = EventEngine(
+            config.events, query_scorer, select=(lambda r: not needs_text(r)) if deferred else None
+        )
+        self.text_events = (
+            EventEngine(config.events, query_scorer, select=needs_text) if deferred else None
+        )
+        self._early: dict[str, tuple[FusedWindow, list[EventRecord]]] = {}
         self.model_ids = model_ids or {}
         self.windows_closed = 0
 
@@ -87,26 +109,53 @@ class SourceAggregator:
     def advance(self, channel: Channel, media_time: float) -> None:
         self.windower.advance(channel, media_time)
 
-    def poll(self) -> list[WindowOutput]:
-        """Windows that closed (watermarks or, for live sources, lateness)."""
-        return [self._emit(contents) for contents in self.windower.ready()]
+    def poll(self) -> Polled:
+        """Windows that closed (watermarks or, for live sources, lateness), and events of
+        live windows whose fast channels are complete."""
+        early: list[EventRecord] = []
+        for contents in self.windower.ready_early():
+            early += self._look_early(contents)
+        return Polled([self._emit(contents) for contents in self.windower.ready()], early)
 
     def finish(self) -> tuple[list[WindowOutput], list[EventRecord]]:
         """End of stream: remaining windows, then closing updates of ongoing events."""
         outputs = [self._emit(contents) for contents in self.windower.finish()]
-        return outputs, self.events.close(self.source)
+        closing = self.events.close(self.source)
+        if self.text_events is not None:
+            closing += self.text_events.close(self.source)
+        return outputs, closing
+
+    def _look_early(self, contents: WindowContents) -> list[EventRecord]:
+        fused = self.fuser.fuse(contents, text_vector=False)
+        events = self.events.process(fused)
+        self._early[contents.window_id] = (fused, events)
+        return events
 
     @property
     def late_dropped(self) -> int:
         return sum(self.windower.late_dropped.values())
 
     def _emit(self, contents: WindowContents) -> WindowOutput:
-        fused = self.fuser.fuse(contents)
+        early_ids: list[str] = []
+        looked = contents.window_id in self._early  # its fast events are already out
+        if self.text_events is None:
+            fused = self.fuser.fuse(contents)
+        elif looked:
+            fused, handed_out = self._early.pop(contents.window_id)
+            early_ids = [e.id for e in handed_out]
+            fused = self.fuser.with_text(fused, contents)
+        else:  # closed before an early look (end of stream): one look, all events here
+            fused = self.fuser.with_text(self.fuser.fuse(contents, text_vector=False), contents)
         if self.head is not None:
             fcfg = self.config.fusion
             predicted = [x for x in self.head.predict(fused) if x.score >= fcfg.min_score]
             fused = replace(fused, extra_labels=tuple(predicted[: fcfg.top_k]))
-        events = self.events.process(fused)
+        if self.text_events is None:
+            events = self.events.process(fused)
+        elif looked:
+            events = self.text_events.process(fused)
+        else:
+            events = self.events.process(fused) + self.text_events.process(fused)
         description = self.describer.describe(fused)
         self.windows_closed += 1
         record = WindowRecord(
@@ -132,7 +181,7 @@ class SourceAggregator:
             objects=_scores(fused.objects),
             fusion=_scores(fused.extra_labels),
             description=description,
-            events=[event.id for event in events],
+            events=early_ids + [event.id for event in events],
             channels=sorted(channel.value for channel in contents.present),
             models=self.model_ids,
         )

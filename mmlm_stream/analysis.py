@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from mmlm_stream.aggregate import SourceAggregator, WindowOutput
+from mmlm_stream.aggregate import Polled, SourceAggregator, WindowOutput
 from mmlm_stream.channels import (
     AudioChunk,
     ChannelItem,
@@ -41,7 +41,8 @@ from mmlm_stream.stream_events import status_event
 logger = logging.getLogger(__name__)
 
 WHISPER_WINDOW_S = 30.0
-# Speech waits for a full batch at most this long (media seconds) before it is transcribed.
+# A file's speech waits for a full batch at most this long (media seconds) before it is
+# transcribed; a live source's goes at once.
 MAX_SPEECH_DELAY_S = 20.0
 
 
@@ -79,7 +80,7 @@ class Aggregation(Protocol):
 
     def advance(self, channel: Channel, media_time: float) -> None: ...
 
-    def poll(self) -> list[WindowOutput]: ...
+    def poll(self) -> Polled: ...
 
     def finish(self) -> tuple[list[WindowOutput], list[EventRecord]]: ...
 
@@ -164,7 +165,10 @@ class SourceAnalysis:
                 self.on_events([status_event(item)])
             self.progress = max(self.progress, item.sort_time)
             self._advance()
-            self._emit(self.aggregator.poll())
+            polled = self.aggregator.poll()
+            if polled.events:
+                self.on_events(self._stamp_events(polled.events))
+            self._emit(polled.windows)
             self.on_progress(self.progress)
         self._flush_frames()
         self._flush_audio()
@@ -271,7 +275,9 @@ class SourceAnalysis:
             return
         total = sum(s.end - s.start for s in self.speech)
         full = total >= WHISPER_WINDOW_S * self.config.models.speech.batch_size
-        stale = self.progress - self.speech[0].start >= MAX_SPEECH_DELAY_S
+        # Live: each utterance as soon as it ends, so its windows are not held back.
+        delay = 0.0 if self.decoder.live else MAX_SPEECH_DELAY_S
+        stale = self.progress - self.speech[0].start >= delay
         if force or full or stale:
             batch, self.speech = self.speech, []
             self.aggregator.add(Channel.SPEECH, self.encoders.transcribe(batch))

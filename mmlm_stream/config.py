@@ -73,7 +73,9 @@ class DecodeConfig(_Section):
     realtime: bool = Field(False, description="Pace a file in real time (to act as a live feed).")
     loop: bool = Field(False, description="Start a file again at its end (implies live).")
     open_timeout_s: float = Field(10.0, gt=0, description="Give up opening a source after this.")
-    read_timeout_s: float = Field(10.0, gt=0, description="A read blocked this long is a loss.")
+    stall_timeout_s: float = Field(
+        10.0, gt=0, description="Watchdog: a source that delivers no packets for this long is lost."
+    )
     reorder_limit: int = Field(
         512, ge=1, description="Most items held back to put the channels in time order."
     )

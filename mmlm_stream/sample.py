@@ -60,6 +60,8 @@ class SampleInfo:
     segments: tuple[SampleSegment, ...]
     cues: tuple[SampleCue, ...]
     speech: bool
+    alarms: tuple[tuple[float, float], ...] = ()
+    """(start, end) of each loud alarm, in seconds."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,12 @@ def write_sample(
     logger.info(
         "wrote sample %s (%.1f s, %d cues, speech=%s)", out, n_frames / fps, len(cues), speech
     )
-    return SampleInfo(out, n_frames / fps, width, height, fps, segments, cues, speech)
+    alarms = tuple(
+        (_at(seg, scene.alarm[0]), _at(seg, scene.alarm[1]))
+        for seg, scene in zip(segments, _SCENES, strict=True)
+        if scene.alarm is not None
+    )
+    return SampleInfo(out, n_frames / fps, width, height, fps, segments, cues, speech, alarms)
 
 
 def _at(seg: SampleSegment, fraction: float) -> float:

@@ -83,7 +83,7 @@ def open_container(spec: SourceSpec, config: DecodeConfig) -> av.container.Input
         return av.open(
             spec.url,
             options=options,
-            timeout=(config.open_timeout_s, config.read_timeout_s),
+            timeout=(config.open_timeout_s, config.stall_timeout_s),
         )
     except Exception as exc:  # FFmpeg raises many OSError subclasses; all mean "cannot open"
         raise SourceError(spec.url, explain(exc, spec, config.open_timeout_s)) from exc

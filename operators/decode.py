@@ -176,7 +176,7 @@ class SourceDecoder:
                         if self.stop.is_set():
                             break
                 except ReadError as exc:
-                    error = explain(exc.__cause__ or exc, spec, cfg.read_timeout_s)
+                    error = explain(exc.__cause__ or exc, spec, cfg.stall_timeout_s)
                 orderer.push(session.finish())
                 yield from self._release(orderer.drain(), cues)
                 yield from cues

@@ -501,6 +501,18 @@ def _scene_events(
     ]
 
 
+def needs_text(rule: AnyRule | WatchQuery) -> bool:
+    """Whether a rule reads a window's transcript, its text embedding or the fusion head (which
+    sees that embedding): such rules must wait until a live window's speech is transcribed."""
+    if isinstance(rule, WatchQuery):
+        return True
+    if isinstance(rule, KeywordRule):
+        return "speech" in rule.search
+    if isinstance(rule, LabelRule):
+        return "fusion" in rule.modality
+    return False
+
+
 class EventEngine:
     """Turns each source's fused windows, in time order, into event records."""
 
@@ -510,11 +522,17 @@ class EventEngine:
         query_scorer: QueryScorer | None = None,
         *,
         synonyms: Callable[[str], Sequence[str]] | None = imagenet_synonyms,
+        select: Callable[[AnyRule | WatchQuery], bool] | None = None,
     ) -> None:
-        """``synonyms`` gives the other names of a frame label (ImageNet by default)."""
+        """``synonyms`` gives the other names of a frame label (ImageNet by default);
+        ``select`` keeps only some of the configured rules and queries (live windows run
+        the rules that do not need text early, the others when the window closes)."""
         self.config = config
         self.rules: list[AnyRule] = config.active_rules() if config.enabled else []
         self.queries = [q for q in config.queries if q.enabled] if config.enabled else []
+        if select is not None:
+            self.rules = [r for r in self.rules if select(r)]
+            self.queries = [q for q in self.queries if select(q)]
         if self.queries and query_scorer is None:
             raise ValueError(
                 "watch queries are configured (events.queries) but no query scorer was given"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -118,7 +118,9 @@ class Fuser:
         self.embed_text = embed_text
         self._state: dict[str, _SourceState] = defaultdict(_SourceState)
 
-    def fuse(self, contents: WindowContents) -> FusedWindow:
+    def fuse(self, contents: WindowContents, *, text_vector: bool = True) -> FusedWindow:
+        """Pool ``contents``; ``text_vector=False`` skips embedding its text (an early look at
+        a live window whose text comes with ``with_text`` when it closes)."""
         s = self.settings
         state = self._state[contents.source]
         frames = [f for f in contents.of(Channel.FRAMES) if isinstance(f, FrameEncoding)]
@@ -166,6 +168,35 @@ class Fuser:
         if embedded:
             audio_mean = _normalised(np.mean([_normalised(e) for e in embedded], axis=0))
 
+        return self._with_text(
+            FusedWindow(
+                contents=contents,
+                visual=visual,
+                objects=objects,
+                audio=audio,
+                rms_dbfs=rms,
+                peak_dbfs=peak,
+                speech_spans=spans,
+                frame_mean=frame_mean,
+                frame_max=frame_max,
+                audio_mean=audio_mean,
+                scene_change=scene_change,
+                scene_change_at=scene_change_at,
+            ),
+            contents,
+            text_vector,
+        )
+
+    def with_text(self, fused: FusedWindow, contents: WindowContents) -> FusedWindow:
+        """``fused`` with the text of ``contents`` (the same window, closed later with the
+        transcripts that were still on their way when it was first fused); stateless."""
+        if contents.window_id != fused.window_id:
+            raise ValueError(f"{contents.window_id} is not the window {fused.window_id}")
+        return self._with_text(fused, contents, True)
+
+    def _with_text(
+        self, fused: FusedWindow, contents: WindowContents, text_vector: bool
+    ) -> FusedWindow:
         transcript = tuple(
             clipped
             for seg in contents.of(Channel.SPEECH)
@@ -183,29 +214,19 @@ class Fuser:
 
         text_mean = None
         texts = [seg.text for seg in transcript] + [c.text for c in subtitles] + ocr
-        if texts and self.embed_text is not None:
+        if texts and text_vector and self.embed_text is not None:
             text_mean = _normalised(np.asarray(self.embed_text(texts)).mean(axis=0))
 
-        parts = [v for v in (frame_mean, audio_mean, text_mean) if v is not None]
-        fused = _normalised(np.concatenate(parts)) if parts else np.zeros(0, np.float32)
-        return FusedWindow(
+        parts = [v for v in (fused.frame_mean, fused.audio_mean, text_mean) if v is not None]
+        vector = _normalised(np.concatenate(parts)) if parts else np.zeros(0, np.float32)
+        return replace(
+            fused,
             contents=contents,
-            visual=visual,
-            objects=objects,
-            audio=audio,
-            rms_dbfs=rms,
-            peak_dbfs=peak,
-            speech_spans=spans,
             transcript=transcript,
             subtitles=subtitles,
             ocr=tuple(ocr),
-            frame_mean=frame_mean,
-            frame_max=frame_max,
-            audio_mean=audio_mean,
             text_mean=text_mean,
-            fused=fused,
-            scene_change=scene_change,
-            scene_change_at=scene_change_at,
+            fused=vector,
         )
 
     def _scene_change(

@@ -6,6 +6,10 @@ it overlaps. A window closes once every enabled channel's watermark has passed i
 with ``max_lateness_s`` set (live sources), once that much wall time has passed since the
 first channel got there. Windows close strictly in order and at most once; anything that
 arrives for a closed window is counted and dropped.
+
+Channels named ``deferred`` (live: speech, whose transcripts come seconds after the audio)
+may lag: ``ready_early`` hands out a snapshot of each window once the other channels are
+complete, so events that do not need the deferred channels go out before the window closes.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class Windower:
         max_lateness_s: float | None = None,
         wall_of: Callable[[float], datetime | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        deferred: Iterable[Channel] = (),
     ) -> None:
         if window_s <= 0 or hop_s <= 0 or hop_s > window_s:
             raise ValueError("need 0 < hop_s <= window_s")
@@ -45,6 +50,7 @@ class Windower:
         self.max_lateness_s = max_lateness_s
         self.wall_of = wall_of
         self.clock = clock
+        self.deferred = frozenset(deferred) & self.channels
         self.late_dropped: Counter[Channel] = Counter()
         self._watermark: dict[Channel, float] = dict.fromkeys(self.channels, -math.inf)
         self._open: dict[int, dict[Channel, list[Evidence]]] = defaultdict(
@@ -52,6 +58,7 @@ class Windower:
         )
         self._reached_at: dict[int, float] = {}
         self._next = 0
+        self._next_early = 0
         self._last = -1
 
     def start_of(self, k: int) -> float:
@@ -107,29 +114,48 @@ class Windower:
         closed = []
         slowest = min(self._watermark.values())
         now = self.clock()
-        while True:
-            k = self._next
-            end = self.end_of(k)
-            by_watermark = slowest + _EPS >= end
-            reached = self._reached_at.get(k)
-            by_lateness = (
-                self.max_lateness_s is not None
-                and reached is not None
-                and now - reached >= self.max_lateness_s
-            )
-            if not (by_watermark or by_lateness):
-                return closed
-            closed.append(self._close(k))
+        while self._due(self._next, slowest, now):
+            closed.append(self._close(self._next))
+        return closed
+
+    def ready_early(self) -> list[WindowContents]:
+        """Snapshots, once each and in order, of open windows whose channels other than the
+        deferred ones are complete; empty when nothing is deferred."""
+        if not self.deferred:
+            return []
+        early = [w for c, w in self._watermark.items() if c not in self.deferred]
+        slowest = min(early, default=math.inf)
+        now = self.clock()
+        snapshots = []
+        k = max(self._next_early, self._next)
+        while self._due(k, slowest, now):
+            snapshots.append(self._contents(k, self._open.get(k, {})))
+            k += 1
+        self._next_early = k
+        return snapshots
+
+    def _due(self, k: int, slowest: float, now: float) -> bool:
+        if slowest + _EPS >= self.end_of(k):
+            return True
+        reached = self._reached_at.get(k)
+        return (
+            self.max_lateness_s is not None
+            and reached is not None
+            and now - reached >= self.max_lateness_s
+        )
 
     def finish(self) -> list[WindowContents]:
         """End of stream: close every remaining window up to the last one holding an item."""
         return [self._close(self._next) for _ in range(self._next, self._last + 1)]
 
     def _close(self, k: int) -> WindowContents:
-        end = self.end_of(k)
         buckets = self._open.pop(k, {})
         self._reached_at.pop(k, None)
         self._next = k + 1
+        return self._contents(k, buckets)
+
+    def _contents(self, k: int, buckets: dict[Channel, list[Evidence]]) -> WindowContents:
+        end = self.end_of(k)
         items = {
             channel: tuple(sorted(found, key=_order_key))
             for channel, found in buckets.items()

@@ -72,7 +72,7 @@ def test_tcp_stream_reconnects_and_media_time_stays_monotonic():
     server.start()
     stop = threading.Event()
     config = DecodeConfig(
-        frame_fps=2.0, open_timeout_s=5, read_timeout_s=2, reconnect=FAST_RECONNECT
+        frame_fps=2.0, open_timeout_s=5, stall_timeout_s=2, reconnect=FAST_RECONNECT
     )
     run = Collector(iter(decode(server.url, config, stop=stop)))
     try:
@@ -159,7 +159,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 def test_hls_over_http_decodes_all_channels(http_folder):
     folder, base = http_folder
     write_video(folder / "index.m3u8", duration_s=4.0)
-    decoder = decode(f"{base}/index.m3u8", DecodeConfig(open_timeout_s=5, read_timeout_s=5))
+    decoder = decode(f"{base}/index.m3u8", DecodeConfig(open_timeout_s=5, stall_timeout_s=5))
     items = list(decoder)
     frames = [i.time for i in items if isinstance(i, Frame)]
     assert frames == pytest.approx([0.0, 1.0, 2.0, 3.0], abs=0.1)
@@ -193,7 +193,7 @@ def test_udp_mpegts_stream_decodes_live():
 
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
-    config = DecodeConfig(frame_fps=2.0, open_timeout_s=5, read_timeout_s=2)
+    config = DecodeConfig(frame_fps=2.0, open_timeout_s=5, stall_timeout_s=2)
     run = Collector(iter(decode(f"udp://127.0.0.1:{port}", config, stop=stop)))
     try:
         run.until(_state(StreamState.STREAMING), timeout=10)

@@ -41,7 +41,7 @@ class SlowFrames(LocalEncoders):
 
 def _config(tiny_models: ModelsConfig, **live) -> Config:
     return Config(
-        decode=DecodeConfig(frame_fps=0, read_timeout_s=3),
+        decode=DecodeConfig(frame_fps=0, stall_timeout_s=3),
         models=tiny_models,
         window=WindowConfig(window_s=2.0, hop_s=2.0, max_lateness_s=2.0),
         live=LiveConfig(**live),

@@ -45,7 +45,7 @@ def _feed(aggregator: SourceAggregator, seconds: int = 12) -> list:
             )
         if t == 2:
             aggregator.add(Channel.SUBTITLES, [SubtitleCue("clip", 2.0, 3.5, "Here is a cat.")])
-        outputs += aggregator.poll()
+        outputs += aggregator.poll().windows
     finished, closing = aggregator.finish()
     return outputs + finished, closing
 
@@ -90,3 +90,35 @@ def test_a_failed_input_leaves_an_error_file_and_is_not_done(tmp_path: Path):
     path = write_error(tmp_path, "bad.mp4", "/x/bad.mp4", "bad.mp4: empty file (0 bytes)")
     assert json.loads(path.read_text())["reason"] == "bad.mp4: empty file (0 bytes)"
     assert not is_done(tmp_path, "bad.mp4")
+
+
+def test_live_speech_event_goes_out_before_the_transcript_completes_its_window():
+    from mmlm_stream.events_config import EventsConfig, KeywordRule, SpeechRule
+
+    events = EventsConfig(
+        rules=[SpeechRule(name="speech"), KeywordRule(name="pkg", words=["package"])]
+    )
+    config = Config(events=events)
+    channels = frozenset({Channel.FRAMES, Channel.AUDIO, Channel.SPEECH})
+    aggregator = SourceAggregator("cam", config, channels, live=True)
+    embedding = np.array([1.0, 0.0], np.float32)
+    for t in range(5):
+        aggregator.add(Channel.FRAMES, [FrameEncoding(float(t), embedding, ())])
+        speech = (TimeSpan(1.0, 2.0),) if t == 1 else ()
+        aggregator.add(Channel.AUDIO, [AudioEncoding(float(t), t + 1.0, -30, -12, speech)])
+        aggregator.advance(Channel.FRAMES, t + 1.0)
+        aggregator.advance(Channel.AUDIO, t + 1.0)
+    aggregator.advance(Channel.SPEECH, 1.0)  # the utterance at 1-2 s is being transcribed
+    polled = aggregator.poll()
+    assert polled.windows == []  # [0, 4) waits for its transcript ...
+    assert [e.type for e in polled.events] == ["speech"]  # ... its speech event does not
+    assert aggregator.poll().events == []  # handed out once
+
+    aggregator.add(Channel.SPEECH, [TranscriptSegment(1.0, 2.0, "a package is here", "en")])
+    aggregator.advance(Channel.SPEECH, 5.0)
+    closed = aggregator.poll().windows
+    assert [o.window.start for o in closed] == [0.0]
+    record = closed[0].window
+    assert record.speech.text == "a package is here"
+    assert [e.type for e in closed[0].events] == ["keyword"]  # the text rule, at close
+    assert record.events == [polled.events[0].id, closed[0].events[0].id]

@@ -45,7 +45,7 @@ def test_streams_added_removed_and_resumed_after_a_restart(tmp_path: Path, tiny_
     source = TcpTsServer(mpegts_bytes(4.0), 4.0)
     source.start()
     config = Config(
-        decode=DecodeConfig(read_timeout_s=3),
+        decode=DecodeConfig(stall_timeout_s=3),
         models=tiny_models,
         window=WindowConfig(window_s=2.0, hop_s=2.0, max_lateness_s=2.0),
         redis=RedisConfig(url=redis.url, embedded=False),

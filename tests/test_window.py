@@ -165,3 +165,19 @@ def test_random_stream_with_watermarks_never_loses_in_time_items():
     assert total_frames == sum(
         len([f for f in frames if covers(c.start, c.end, f)]) for c in closed
     )
+
+
+def test_deferred_channel_gets_an_early_snapshot_before_the_window_closes():
+    w = Windower(
+        "s", [Channel.FRAMES, Channel.SPEECH], 4.0, 2.0, clock=Clock(), deferred=[Channel.SPEECH]
+    )
+    w.add(Channel.FRAMES, frame(1.0))
+    w.advance(Channel.FRAMES, 4.5)
+    early = w.ready_early()
+    assert [c.start for c in early] == [0.0] and early[0].items[Channel.FRAMES]
+    assert w.ready() == [] and w.ready_early() == []  # once each; the window stays open
+    w.add(Channel.SPEECH, chunk(1.0, 2.0))  # a late transcript still lands in it
+    w.advance(Channel.SPEECH, 4.5)
+    closed = w.ready()
+    assert [c.start for c in closed] == [0.0]
+    assert closed[0].items[Channel.SPEECH] and w.late_dropped[Channel.SPEECH] == 0
