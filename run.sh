@@ -13,7 +13,7 @@ say() { printf '[run.sh] %s\n' "$*" >&2; }
 have_root() { [ "$(id -u)" = 0 ]; }
 
 apt_install() {
-    # Optional system packages (espeak-ng voices the sample; redis-server for tests).
+    # Optional system packages (espeak-ng voices the sample; the rest are test peers).
     if have_root && command -v apt-get >/dev/null; then
         say "installing $* from Debian"
         DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 \
@@ -45,6 +45,15 @@ ensure_redis() {
     command -v redis-server >/dev/null || apt_install redis-server
 }
 
+ensure_test_peers() {
+    # A real RTSP camera (gst-rtsp-server, driven by the system Python's gi) and a real
+    # browser for the dashboard; the tests that need them skip, saying why, without them.
+    /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" 2>/dev/null \
+        || apt_install gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
+            gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+    command -v chromium >/dev/null || apt_install chromium
+}
+
 case "${1:-}" in
     demo)
         setup
@@ -59,6 +68,7 @@ case "${1:-}" in
         shift
         setup
         ensure_redis
+        ensure_test_peers
         # One math thread per process: Ray replicas and tests share the cores.
         export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
         # pytest exits 5 when it collects nothing; that is a failure here too.

@@ -10,6 +10,7 @@ and the response keeps memory flat when the caller reads slowly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -119,7 +120,8 @@ class Decoder:
             try:
                 work()
             finally:
-                loop.call_soon_threadsafe(finished.set_result, None)
+                with contextlib.suppress(RuntimeError):  # the replica's loop already closed
+                    loop.call_soon_threadsafe(finished.set_result, None)
 
         threading.Thread(target=run, name=f"describe:{request.source_id}", daemon=True).start()
         try:

@@ -32,7 +32,7 @@ def test_watch_survives_a_ten_second_outage_and_publishes_while_live(
     monkeypatch.setenv("REDIS_URL", redis.url)
     monkeypatch.setenv("MMLM_MODELS__SET", "tiny")
     monkeypatch.setenv("MMLM_MODELS__CACHE_DIR", str(model_cache))
-    monkeypatch.setenv("MMLM_DECODE__READ_TIMEOUT_S", "2")
+    monkeypatch.setenv("MMLM_DECODE__STALL_TIMEOUT_S", "2")
     monkeypatch.setenv("MMLM_DECODE__RECONNECT__MAX_S", "2")
     seen_while_live: list[int] = []
 
