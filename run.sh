@@ -51,7 +51,7 @@ ensure_test_peers() {
     /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" 2>/dev/null \
         || apt_install gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
             gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
-    command -v chromium >/dev/null || apt_install chromium
+    command -v chromedriver >/dev/null || apt_install chromium chromium-driver
 }
 
 case "${1:-}" in
