@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
 from mmlm_stream.aggregate import Polled, SourceAggregator, WindowOutput
@@ -29,7 +31,8 @@ from mmlm_stream.config import Config
 from mmlm_stream.encoding import Encoders
 from mmlm_stream.evidence import Channel, Evidence
 from mmlm_stream.fusion_head import LoadedHead
-from mmlm_stream.models.roles import SpeechInput
+from mmlm_stream.live_clock import LiveClock
+from mmlm_stream.models.roles import SpeechInput, TranscriptSegment
 from mmlm_stream.operators.backpressure import LiveQueue
 from mmlm_stream.operators.decode import SourceDecoder, decode
 from mmlm_stream.operators.detect import QueryScorer
@@ -55,22 +58,6 @@ class AnalysisResult:
     late_dropped: int = 0
     models: dict[str, str] = field(default_factory=dict)
     nodes: dict[str, str] = field(default_factory=dict)
-
-
-class _Anchor:
-    """Maps live media time to wall-clock time from the latest 'streaming' transition."""
-
-    def __init__(self) -> None:
-        self.media: float | None = None
-        self.wall: datetime | None = None
-
-    def set(self, status: StreamStatus) -> None:
-        self.media, self.wall = status.time, status.wall
-
-    def __call__(self, media_time: float) -> datetime | None:
-        if self.media is None or self.wall is None:
-            return None
-        return self.wall + timedelta(seconds=media_time - self.media)
 
 
 class Aggregation(Protocol):
@@ -116,8 +103,8 @@ class SourceAnalysis:
         self.on_progress = on_progress or (lambda media_time: None)
         self.stop = stop or threading.Event()
         self.decoder: SourceDecoder = decode(spec, config.decode, stop=self.stop)
-        self.anchor = _Anchor()
-        wall_of = self.anchor if self.decoder.live else None
+        self.live_clock = LiveClock()
+        wall_of = self.live_clock if self.decoder.live else None
         if aggregator is not None:
             self.aggregator: Aggregation = aggregator(self.decoder.live, wall_of)
         else:
@@ -136,12 +123,22 @@ class SourceAnalysis:
         self.frames: list[Frame] = []
         self.chunks: list[AudioChunk] = []
         self.speech: list[SpeechInput] = []
+        # Whisper runs beside the loop, so frames and audio (and their events) never wait
+        # for it; results go to the aggregator in order: (first start, pending transcripts).
+        self.transcribing: deque[tuple[float, Future[list[TranscriptSegment]]]] = deque()
+        self._speech_pool = ThreadPoolExecutor(1, thread_name_prefix=f"speech:{spec.source_id}")
         self.progress = 0.0
         self.queue: LiveQueue | None = None
         self._producer_error: Exception | None = None
         self.result = AnalysisResult(spec.source_id, models=encoders.model_ids())
 
     def run(self) -> AnalysisResult:
+        try:
+            return self._run()
+        finally:
+            self._speech_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> AnalysisResult:
         models = self.config.models
         items = self._live_items() if self.decoder.live else iter(self.decoder)
         for item in items:
@@ -159,11 +156,10 @@ class SourceAnalysis:
                 logger.warning("%s", item.reason)
                 self.result.warnings.append(item.reason)
             elif isinstance(item, StreamStatus):
-                if item.state is StreamState.STREAMING:
-                    self.anchor.set(item)
                 self.on_status(item)
                 self.on_events([status_event(item)])
             self.progress = max(self.progress, item.sort_time)
+            self._collect_speech(wait=False)
             self._advance()
             polled = self.aggregator.poll()
             if polled.events:
@@ -192,6 +188,11 @@ class SourceAnalysis:
         def produce() -> None:
             try:
                 for item in self.decoder:
+                    if isinstance(item, StreamStatus):
+                        if item.state is StreamState.STREAMING:
+                            self.live_clock.set(item)
+                    else:
+                        self.live_clock.observe(item.sort_time)
                     queue.put(item)
             except Exception as exc:  # the consumer re-raises it in its own thread
                 self._producer_error = exc
@@ -208,14 +209,14 @@ class SourceAnalysis:
 
     def lag_s(self) -> float | None:
         """Wall time between now and the media time analysed last (live sources)."""
-        wall = self.anchor(self.progress)
+        wall = self.live_clock(self.progress)
         if wall is None:
             return None
         return max(0.0, (datetime.now(UTC) - wall).total_seconds())
 
     def _stamp_events(self, events: list[EventRecord]) -> list[EventRecord]:
         for event in events:
-            if event.wall_start is None and (wall := self.anchor(event.start)) is not None:
+            if event.wall_start is None and (wall := self.live_clock(event.start)) is not None:
                 event.wall_start = utc_stamp(wall)
         return events
 
@@ -223,7 +224,7 @@ class SourceAnalysis:
         for output in outputs:
             self.result.windows += 1
             window = output.window
-            if window.wall_start is None and (wall := self.anchor(window.start)) is not None:
+            if window.wall_start is None and (wall := self.live_clock(window.start)) is not None:
                 window.wall_start = utc_stamp(wall)
             self._stamp_events(output.events)
             self.on_window(output)
@@ -236,6 +237,8 @@ class SourceAnalysis:
             speech_marks.append(self.segmenter.pending_start)
         if self.speech:
             speech_marks.append(self.speech[0].start)
+        if self.transcribing:
+            speech_marks.append(self.transcribing[0][0])
         marks = {
             Channel.FRAMES: frames_mark,
             Channel.OBJECTS: frames_mark,
@@ -272,6 +275,7 @@ class SourceAnalysis:
         if force:
             self.speech.extend(self.segmenter.flush())
         if not self.speech:
+            self._collect_speech(wait=force)
             return
         total = sum(s.end - s.start for s in self.speech)
         full = total >= WHISPER_WINDOW_S * self.config.models.speech.batch_size
@@ -280,4 +284,12 @@ class SourceAnalysis:
         stale = self.progress - self.speech[0].start >= delay
         if force or full or stale:
             batch, self.speech = self.speech, []
-            self.aggregator.add(Channel.SPEECH, self.encoders.transcribe(batch))
+            pending = self._speech_pool.submit(self.encoders.transcribe, batch)
+            self.transcribing.append((batch[0].start, pending))
+        self._collect_speech(wait=force)
+
+    def _collect_speech(self, wait: bool) -> None:
+        """Transcripts that are ready (all of them with ``wait``), in order, to the aggregator."""
+        while self.transcribing and (wait or self.transcribing[0][1].done()):
+            _start, pending = self.transcribing.popleft()
+            self.aggregator.add(Channel.SPEECH, pending.result())

@@ -25,10 +25,10 @@ connection of its own (closed when the client goes): each message is ``id: <entr
 browser sends when it reconnects, else the ``last_event_id`` query parameter), else at the
 first entry kept with ``from_start=1``, else at new entries. The first thing sent is a
 ``retry:`` line and a ``: connected`` comment, after the start position is fixed, so a client
-that has read it misses nothing published later. Only the Streams are read: events reach them
-closed (or when they open, with ``redis.publish_open_events``); the Pub/Sub channel's
-in-between versions are not part of this feed. Entries trimmed by retention before a client
-resumes are gone; it gets what is left.
+that has read it misses nothing published later. Only the Streams are read: a live source's
+events reach them when they open, a file's closed (``redis.publish_open_events``); the
+Pub/Sub channel's other versions are not part of this feed. Entries trimmed by retention
+before a client resumes are gone; it gets what is left.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ pipeline knows nothing else. ``RedisPublisher`` is the Redis transport:
 - Events and their closing updates: the event engine sends an ongoing version when an event
   starts and a closing update (same id, ``ongoing=false``) when it ends. By default the Streams
   receive each event ONCE, in its final state; the ongoing version is announced on Pub/Sub and
-  stored in the event hash only. With ``publish_open_events`` (live services that must react
-  at the start) the first version seen is the Stream entry and the closing update goes to
-  Pub/Sub and the event hash only. Point events (no ongoing version) enter the Streams either
-  way.
+  stored in the event hash only. With ``publish_open_events`` (by default for live records,
+  whose subscribers must react at the start) the first version seen is the Stream entry and
+  the closing update goes to Pub/Sub and the event hash only. Point events (no ongoing
+  version) enter the Streams either way.
 - Outages: ``publish_*`` never block on Redis and never raise for it. Records queue in a
   bounded buffer that a background thread sends in pipelined batches; while Redis is
   unreachable the thread retries with exponential backoff, logs one line per outage (and one
@@ -594,7 +594,10 @@ class RedisPublisher(Publisher):
         streams = [k.events(record.source), k.events()]
         maxlens = [cfg.events_maxlen, cfg.all_events_maxlen]
         ident = _identity(record)
-        if not cfg.publish_open_events:
+        open_first = cfg.publish_open_events
+        if open_first is None:
+            open_first = record.wall_start is not None  # a live source's event
+        if not open_first:
             if record.ongoing:
                 return [k.seen("event-open", ident), "", live, latest], head
             return [k.seen("event", ident), "", live, latest, *streams], [*head, *maxlens]

@@ -82,12 +82,12 @@ class RedisConfig(BaseModel):
     event_ttl_s: int = Field(
         7 * DAY_S, ge=1, description="Lifetime of the {prefix}:event:{id} latest-version hash."
     )
-    publish_open_events: bool = Field(
-        False,
+    publish_open_events: bool | None = Field(
+        None,
         description=(
-            "Live services: an event enters the streams when it opens (ongoing) and its "
-            "closing update goes to Pub/Sub and the event hash only. Default: streams get "
-            "each event once, closed."
+            "true: an event enters the streams when it opens (ongoing) and its closing update "
+            "goes to Pub/Sub and the event hash only; false: streams get each event once, "
+            "closed; null: true for live sources (alerts at the start), false for files."
         ),
     )
     buffer_size: int = Field(

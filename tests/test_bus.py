@@ -155,6 +155,22 @@ def test_publish_open_events_streams_the_opening_and_announces_the_closing(
     assert json.loads(client.hget(KEYS.event(opening.id), "json"))["ongoing"] is False
 
 
+def test_live_event_enters_the_streams_when_it_opens_by_default(
+    redis_server: RedisServer,  # noqa: F811
+    client: redis.Redis,
+) -> None:
+    wall = "2026-11-28T16:00:00.000Z"
+    opening = event(10.0, ongoing=True, end=12.0).model_copy(update={"wall_start": wall})
+    closing = opening.model_copy(update={"ongoing": False, "end": 17.2})
+    with RedisPublisher(redis_server.url, RedisConfig(**FAST)) as publisher:
+        for record in (opening, closing):
+            publisher.publish_event(record)
+        assert publisher.flush(5)
+    [stored] = entries(client, KEYS.events())
+    assert (stored["ongoing"], stored["end"]) == (True, 12.0)  # the alert, at the start
+    assert json.loads(client.hget(KEYS.event(opening.id), "json"))["ongoing"] is False
+
+
 def test_maxlen_keeps_streams_bounded(redis_server: RedisServer, client: redis.Redis) -> None:  # noqa: F811
     config = RedisConfig(windows_maxlen=50, **FAST)
     with RedisPublisher(redis_server.url, config) as publisher:

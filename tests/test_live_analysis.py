@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import pytest
 from media import TcpTsServer, mpegts_bytes
@@ -14,7 +15,7 @@ from mmlm_stream.analysis import SourceAnalysis
 from mmlm_stream.channels import AudioChunk, Frame
 from mmlm_stream.config import Config, DecodeConfig, LiveConfig, ModelsConfig, WindowConfig
 from mmlm_stream.encoding import FrameResults, LocalEncoders
-from mmlm_stream.models.roles import AudioEncoding
+from mmlm_stream.models.roles import AudioEncoding, SpeechInput, TimeSpan, TranscriptSegment
 from mmlm_stream.operators.backpressure import FramePolicy, LiveQueue
 from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.records import EventRecord
@@ -99,3 +100,60 @@ def test_drop_newest_and_block_policies():
     while (item := q.get()) is not None:
         kept.append(item.sort_time)
     assert kept == [0.0, 1.0] and q.stats.frames_dropped == 3
+
+
+class SlowSpeech(LocalEncoders):
+    """The real tiny models; every other second is speech and Whisper takes 2 s a call."""
+
+    def __init__(self, models: ModelsConfig) -> None:
+        super().__init__(models)
+        self.transcribed = 0
+        self.queue: Callable[[], LiveQueue | None] = lambda: None
+        self.dropped_before: int | None = None  # frames dropped when Whisper was first called
+
+    def encode_audio(self, chunks: Sequence[AudioChunk]) -> list[AudioEncoding]:
+        return [
+            replace(e, speech=(TimeSpan(e.start, e.end),) if int(e.start) % 2 == 0 else ())
+            for e in super().encode_audio(chunks)
+        ]
+
+    def transcribe(self, speech: Sequence[SpeechInput]) -> list[TranscriptSegment]:
+        if self.dropped_before is None and (queue := self.queue()) is not None:
+            self.dropped_before = queue.stats.frames_dropped
+        time.sleep(2.0)
+        self.transcribed += len(speech)
+        return [TranscriptSegment(s.start, s.end, "hello there", "en") for s in speech]
+
+
+def test_slow_speech_recognition_does_not_hold_up_frames_or_audio(tiny_models):
+    server = TcpTsServer(mpegts_bytes(6.0), 6.0)
+    server.start()
+    config = Config(
+        decode=DecodeConfig(frame_fps=5, stall_timeout_s=3),
+        models=tiny_models,
+        window=WindowConfig(window_s=2.0, hop_s=2.0, max_lateness_s=8.0),
+        live=LiveConfig(max_queued_frames=8),  # frames wait up to a 1 s audio chunk: 5 of them
+    )
+    encoders = SlowSpeech(tiny_models)
+    windows: list[WindowOutput] = []
+    stop = threading.Event()
+    analysis = SourceAnalysis(
+        resolve_source(server.url, "cam1"), config, encoders, on_window=windows.append, stop=stop
+    )
+    encoders.queue = lambda: analysis.queue
+    thread = threading.Thread(target=analysis.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(w.window.speech.text for w in windows[2:]):
+        time.sleep(0.1)
+    stop.set()
+    server.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert encoders.transcribed >= 2
+    assert any(w.window.speech.text == "hello there" for w in windows)  # in their windows
+    queue = analysis.queue
+    assert isinstance(queue, LiveQueue)
+    # A 2 s blocking call would queue 10 more frames at 5 fps against a bound of 8 (the
+    # start-up burst, before Whisper is first called, may drop some).
+    assert queue.stats.frames_dropped == encoders.dropped_before
