@@ -136,10 +136,14 @@ def test_watch_of_rtsp_camera_publishes_windows_and_events_while_it_streams(
         while not watch_ended.wait(0.5):
             windows = client.xrange("mmlm:windows:cam1")
             events = [json.loads(e[b"json"]) for _, e in client.xrange("mmlm:events:cam1")]
-            if len(windows) >= 4 and any(e["type"] == "sound" for e in events):
+            sounds = [e for e in events if e["type"] == "sound"]
+            latest = client.hget(f"mmlm:event:{sounds[0]['id']}", "json") if sounds else None
+            closed = latest is not None and not json.loads(latest)["ongoing"]
+            if len(windows) >= 4 and closed:
                 seen_while_live.update(
                     windows=[json.loads(w[b"json"]) for _, w in windows],
                     events=events,
+                    closing=json.loads(latest),
                     all_events=client.xlen("mmlm:events"),
                     watching=not watch_ended.is_set(),
                     server_running=rtsp_server.running,
@@ -155,7 +159,7 @@ def test_watch_of_rtsp_camera_publishes_windows_and_events_while_it_streams(
         watcher.join(5)
         redis.stop()
     assert code == 0
-    assert seen_while_live, "no 4 windows and a sound event in Redis within the run"
+    assert seen_while_live, "no 4 windows and a closed sound event in Redis within the run"
     assert seen_while_live["watching"] and seen_while_live["server_running"]
     windows = seen_while_live["windows"]
     starts = [w["start"] for w in windows]
@@ -164,7 +168,10 @@ def test_watch_of_rtsp_camera_publishes_windows_and_events_while_it_streams(
     states = [e["key"] for e in events if e["type"] == "stream"]
     assert states[:2] == ["connecting", "streaming"]
     loud = [e for e in events if e["type"] == "sound"]  # the tone at the start of the stream
-    assert loud[0]["key"] == "loud" and loud[0]["start"] < 2.0 and not loud[0]["ongoing"]
+    # A live alert enters the stream when it opens; its closing update goes to the event hash.
+    assert loud[0]["key"] == "loud" and loud[0]["start"] < 2.0 and loud[0]["ongoing"]
+    closing = seen_while_live["closing"]
+    assert closing["id"] == loud[0]["id"] and closing["end"] > closing["start"]
     assert seen_while_live["all_events"] >= len(events)  # the all-sources stream has them too
     printed = [
         json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")
