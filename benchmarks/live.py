@@ -165,8 +165,8 @@ class RealtimeTsServer:
 class Moment:
     kind: str  # the event type it should raise
     at: float  # media seconds from the start of the stream
-    since: float  # earliest plausible event start
-    until: float  # latest plausible event start
+    since: float  # an event starting after this ...
+    until: float  # ... and at the latest here belongs to the moment
 
 
 def known_moments(
@@ -175,12 +175,13 @@ def known_moments(
     """Speech onsets after 2 s without speech (the default rule's silence) and alarm starts,
     over every pass, leaving out the stream's first ``settle_s`` (connection start-up).
 
-    A sound is judged per window, so its event may start up to a window before the alarm.
+    A sound is judged per window, so its event starts with a window that holds the alarm's
+    start (after ``at - window_s``); an event open since before that (a beep) does not count.
     """
     one, last_end = [], -math.inf
     for cue in info.cues:
         if cue.start - last_end >= 2.0:
-            one.append(Moment("speech", cue.start, cue.start, cue.start + 2.5))
+            one.append(Moment("speech", cue.start, cue.start - 0.5, cue.start + 2.5))
         last_end = cue.end
     one += [Moment("sound", a, a - window_s, b) for a, b in info.alarms]
     shifted = (
@@ -211,7 +212,7 @@ def event_latencies(
         hits = [
             e
             for e in first_seen.values()
-            if e.type == moment.kind and moment.since - 0.5 <= e.start <= moment.until
+            if e.type == moment.kind and moment.since < e.start <= moment.until
         ]
         if not hits:
             missed += 1

@@ -158,24 +158,24 @@ class Decoder:
         config = Config.model_validate(request.config)
         spec = resolve_source(request.target, request.source_id)
         encoders = ServeEncoders(config.models, self.handles)
-        last = [0.0]
         running: list[SourceAnalysis] = []
+        finished = threading.Event()
 
-        def progress(media_time: float) -> None:
-            now = time.monotonic()
-            if now - last[0] < PROGRESS_EVERY_S or not running:
-                return
-            last[0] = now
-            analysis = running[0]
-            stats = analysis.queue.stats if analysis.queue is not None else None
-            put(
-                Progress(
-                    media_time,
-                    frames_in=stats.frames_in if stats else 0,
-                    frames_dropped=stats.frames_dropped if stats else 0,
-                    lag_s=analysis.lag_s(),
+        def heartbeat() -> None:
+            """Progress on a timer, not per item: a stuck loop shows as growing lag."""
+            while not finished.wait(PROGRESS_EVERY_S):
+                if not running:
+                    continue
+                analysis = running[0]
+                stats = analysis.queue.stats if analysis.queue is not None else None
+                put(
+                    Progress(
+                        analysis.progress,
+                        frames_in=stats.frames_in if stats else 0,
+                        frames_dropped=stats.frames_dropped if stats else 0,
+                        lag_s=analysis.lag_s(),
+                    )
                 )
-            )
 
         analysis = SourceAnalysis(
             spec,
@@ -183,7 +183,6 @@ class Decoder:
             encoders,
             on_window=lambda output: put(WindowDone(output)),
             on_events=lambda events: put(EventsDone(events)),
-            on_progress=progress,
             stop=stop,
             aggregator=aggregator_factory(
                 spec.source_id,
@@ -194,6 +193,12 @@ class Decoder:
             ),
         )
         running.append(analysis)
-        result = analysis.run()
+        beat = threading.Thread(target=heartbeat, name=f"progress:{spec.source_id}", daemon=True)
+        beat.start()
+        try:
+            result = analysis.run()
+        finally:
+            finished.set()
+            beat.join()
         result.nodes = {"Decoder": ray.get_runtime_context().get_node_id(), **encoders.node_ids()}
         return result
