@@ -39,7 +39,7 @@ class _RemoteText:
         return self.handle.remote(list(texts)).result()
 
 
-@ray.remote(num_cpus=0.05, max_restarts=0)
+@ray.remote(num_cpus=0, max_restarts=0)
 class SourceAggregatorActor:
     def __init__(
         self,
