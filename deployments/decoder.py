@@ -113,17 +113,11 @@ class Decoder:
                 put(JobFailed(f"{request.target}: {type(exc).__name__}: {exc}"))
             finally:
                 put(None)
-
-        finished = loop.create_future()
-
-        def run() -> None:
-            try:
-                work()
-            finally:
                 with contextlib.suppress(RuntimeError):  # the replica's loop already closed
                     loop.call_soon_threadsafe(finished.set_result, None)
 
-        threading.Thread(target=run, name=f"describe:{request.source_id}", daemon=True).start()
+        finished = loop.create_future()
+        threading.Thread(target=work, name=f"describe:{request.source_id}", daemon=True).start()
         try:
             while (message := await queue.get()) is not None:
                 self._publish(message)
@@ -158,15 +152,11 @@ class Decoder:
         config = Config.model_validate(request.config)
         spec = resolve_source(request.target, request.source_id)
         encoders = ServeEncoders(config.models, self.handles)
-        running: list[SourceAnalysis] = []
         finished = threading.Event()
 
         def heartbeat() -> None:
             """Progress on a timer, not per item: a stuck loop shows as growing lag."""
             while not finished.wait(PROGRESS_EVERY_S):
-                if not running:
-                    continue
-                analysis = running[0]
                 stats = analysis.queue.stats if analysis.queue is not None else None
                 put(
                     Progress(
@@ -192,7 +182,6 @@ class Decoder:
                 self.handles[Role.TEXT],
             ),
         )
-        running.append(analysis)
         beat = threading.Thread(target=heartbeat, name=f"progress:{spec.source_id}", daemon=True)
         beat.start()
         try:

@@ -138,14 +138,12 @@ class SourceAggregator:
     def _emit(self, contents: WindowContents) -> WindowOutput:
         early_ids: list[str] = []
         looked = contents.window_id in self._early  # its fast events are already out
-        if self.text_events is None:
-            fused = self.fuser.fuse(contents)
-        elif looked:
+        if looked:
             fused, handed_out = self._early.pop(contents.window_id)
             early_ids = [e.id for e in handed_out]
             fused = self.fuser.with_text(fused, contents)
-        else:  # closed before an early look (end of stream): one look, all events here
-            fused = self.fuser.with_text(self.fuser.fuse(contents, text_vector=False), contents)
+        else:  # not live, or closed before an early look (end of stream): all events here
+            fused = self.fuser.fuse(contents)
         if self.head is not None:
             fcfg = self.config.fusion
             predicted = [x for x in self.head.predict(fused) if x.score >= fcfg.min_score]
