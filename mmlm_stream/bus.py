@@ -26,6 +26,11 @@ pipeline knows nothing else. ``RedisPublisher`` is the Redis transport:
   when it is back), and when the buffer is full the oldest windows are dropped (counted);
   events and states are never dropped, so only they can exceed the bound. ``flush`` waits
   for the buffer to drain; ``close`` flushes (up to ``close_timeout_s``) and stops the thread.
+- Acknowledgement: every ``publish_*`` returns a sequence number and ``wait_delivered(seq)``
+  returns once Redis has settled everything up to it, so a producer in another process can
+  keep its records until then and hand them again to a new publisher if this one dies
+  (idempotency makes the repeat harmless). The sender thread survives any error of its own
+  (logged, retried after a backoff); ``healthy()`` is False only if it is gone.
 
 The scripts touch keys of several hash slots: the bus targets one Redis server (or a
 primary with replicas), not Redis Cluster.
@@ -166,15 +171,15 @@ class Publisher(ABC):
     """What the pipeline hands to whatever carries its output; swap the transport, not callers."""
 
     @abstractmethod
-    def publish_window(self, record: WindowRecord) -> None:
-        """Hand over a window; never blocks on the transport."""
+    def publish_window(self, record: WindowRecord) -> int:
+        """Hand over a window; never blocks on the transport. Returns its sequence number."""
 
     @abstractmethod
-    def publish_event(self, record: EventRecord) -> None:
+    def publish_event(self, record: EventRecord) -> int:
         """Hand over an event version (ongoing or closing); never blocks on the transport."""
 
     @abstractmethod
-    def set_stream_state(self, source: str, state: StateLike) -> None:
+    def set_stream_state(self, source: str, state: StateLike) -> int:
         """Record a live stream's state and announce it (kind ``status``)."""
 
     @abstractmethod
@@ -191,6 +196,15 @@ class Publisher(ABC):
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything handed over has been delivered; False on timeout."""
+        return True
+
+    def wait_delivered(self, seq: int, timeout: float | None = None) -> bool:
+        """Wait until everything up to sequence number ``seq`` was delivered (or given up
+        by a documented policy); False on timeout."""
+        return self.flush(timeout)
+
+    def healthy(self) -> bool:
+        """Whether records handed over can still reach the transport (for /healthz)."""
         return True
 
     @abstractmethod
@@ -212,14 +226,14 @@ class Publisher(ABC):
 class NullPublisher(Publisher):
     """Publishes nothing: for runs without a bus, so callers need no ``if publisher``."""
 
-    def publish_window(self, record: WindowRecord) -> None:
-        pass
+    def publish_window(self, record: WindowRecord) -> int:
+        return 0
 
-    def publish_event(self, record: EventRecord) -> None:
-        pass
+    def publish_event(self, record: EventRecord) -> int:
+        return 0
 
-    def set_stream_state(self, source: str, state: StateLike) -> None:
-        pass
+    def set_stream_state(self, source: str, state: StateLike) -> int:
+        return 0
 
     def register_stream(self, source: str, info: Mapping[str, Any] | str) -> None:
         pass
@@ -327,7 +341,7 @@ class RedisPublisher(Publisher):
         self._cond = threading.Condition()
         self._windows: deque[_Item] = deque()
         self._others: deque[_Item] = deque()
-        self._inflight = 0
+        self._batch: list[_Item] = []  # taken by the sender, not yet settled
         self._seq = 0
         self._closed = False
         self._abort = False
@@ -345,7 +359,7 @@ class RedisPublisher(Publisher):
     @property
     def buffered(self) -> int:
         with self._cond:
-            return len(self._windows) + len(self._others) + self._inflight
+            return len(self._windows) + len(self._others) + len(self._batch)
 
     def metrics(self) -> dict[str, int]:
         """All counters at one instant (for /metrics)."""
@@ -354,14 +368,14 @@ class RedisPublisher(Publisher):
 
     # -- the Publisher interface ---------------------------------------------------------------
 
-    def publish_window(self, record: WindowRecord) -> None:
-        self._put("window", record.source, record=record)
+    def publish_window(self, record: WindowRecord) -> int:
+        return self._put("window", record.source, record=record)
 
-    def publish_event(self, record: EventRecord) -> None:
-        self._put("event", record.source, record=record)
+    def publish_event(self, record: EventRecord) -> int:
+        return self._put("event", record.source, record=record)
 
-    def set_stream_state(self, source: str, state: StateLike) -> None:
-        self._put("state", source, state=state_dict(state))
+    def set_stream_state(self, source: str, state: StateLike) -> int:
+        return self._put("state", source, state=state_dict(state))
 
     def register_stream(self, source: str, info: Mapping[str, Any] | str) -> None:
         """Synchronous (the caller, e.g. ``POST /streams``, must know); raises
@@ -389,7 +403,7 @@ class RedisPublisher(Publisher):
         with self._cond:
             self._kick = True
             self._cond.notify_all()
-            while self._windows or self._others or self._inflight:
+            while self._windows or self._others or self._batch:
                 if not self._thread.is_alive():
                     return False
                 left = None if deadline is None else deadline - time.monotonic()
@@ -397,6 +411,33 @@ class RedisPublisher(Publisher):
                     return False
                 self._cond.wait(left if left is not None else 0.5)
             return True
+
+    def delivered_through(self) -> int:
+        """The highest sequence number up to which every record is settled (sent, seen
+        before, rejected for good, or dropped by the buffer policy)."""
+        with self._cond:
+            return self._delivered_through()
+
+    def _delivered_through(self) -> int:
+        heads = [queue[0].seq for queue in (self._windows, self._others) if queue]
+        if self._batch:
+            heads.append(self._batch[0].seq)
+        return min(heads) - 1 if heads else self._seq
+
+    def wait_delivered(self, seq: int, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._delivered_through() < seq:
+                if not self._thread.is_alive():
+                    return False
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5) if left is not None else 0.5)
+            return True
+
+    def healthy(self) -> bool:
+        return self._thread.is_alive() or self._closed
 
     def close(self, timeout: float | None = None) -> None:
         """Flush for up to ``timeout`` (default ``close_timeout_s``), then stop; whatever is
@@ -419,14 +460,14 @@ class RedisPublisher(Publisher):
 
     # -- buffer --------------------------------------------------------------------------------
 
-    def _put(self, kind: Literal["window", "event", "state"], source: str, **payload: Any) -> None:
+    def _put(self, kind: Literal["window", "event", "state"], source: str, **payload: Any) -> int:
         with self._cond:
             if self._closed:
                 raise RuntimeError("publisher is closed")
             self._seq += 1
             item = _Item(self._seq, kind, source, **payload)
             (self._windows if kind == "window" else self._others).append(item)
-            excess = len(self._windows) + len(self._others) + self._inflight
+            excess = len(self._windows) + len(self._others) + len(self._batch)
             excess -= self.config.buffer_size
             while excess > 0 and self._windows:
                 self._windows.popleft()
@@ -440,67 +481,89 @@ class RedisPublisher(Publisher):
                         self.config.buffer_size,
                     )
             self._cond.notify_all()
+            return item.seq
 
     def _take(self, limit: int) -> list[_Item]:
-        """Up to ``limit`` items in publication order (the two queues merged by seq)."""
-        batch: list[_Item] = []
+        """Up to ``limit`` items in publication order (the two queues merged by seq); they
+        stay in ``_batch`` until settled, so the delivery watermark and a failed cycle
+        always know what is still unsent."""
         windows, others = self._windows, self._others
-        while len(batch) < limit and (windows or others):
+        while len(self._batch) < limit and (windows or others):
             if others and (not windows or others[0].seq < windows[0].seq):
-                batch.append(others.popleft())
+                self._batch.append(others.popleft())
             else:
-                batch.append(windows.popleft())
-        self._inflight = len(batch)
-        return batch
+                self._batch.append(windows.popleft())
+        return self._batch
 
-    def _requeue(self, items: list[_Item]) -> None:
-        for item in reversed(items):
+    def _requeue_batch(self) -> None:
+        for item in reversed(self._batch):
             (self._windows if item.kind == "window" else self._others).appendleft(item)
+        self._batch.clear()
+
+    def _settle(self, count: int) -> None:
+        """The first ``count`` items of the batch are done (sent, seen before or rejected)."""
+        with self._cond:
+            del self._batch[:count]
+            self._cond.notify_all()
 
     # -- sender thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        """Send until closed. No error may end this thread: one that escapes the per-batch
+        handling (a bug, a broken record) is logged and retried after a backoff; what was
+        not sent stays queued."""
         while True:
-            with self._cond:
-                while not (self._windows or self._others) and not self._abort:
-                    self._cond.wait()
-                if self._abort:
-                    return
-                batch = self._take(self.config.batch_size)
             try:
-                self._send(batch)
-            except Exception as exc:
-                if not _transient(exc) and not _unreachable(exc):
-                    self._reject(batch, exc)
-                    continue
-                self._failed(batch, exc)  # one line per outage; every record stays
+                if not self._cycle():
+                    return
+            except Exception:
+                logger.exception("redis bus: %s: sender error; retrying", self.url)
+                with self._cond:
+                    self.errors += 1
                 if not self._wait_backoff():
                     return
-            else:
-                self._recovered()
             finally:
                 with self._cond:
-                    self._inflight = 0
+                    self._requeue_batch()
                     self._cond.notify_all()
+
+    def _cycle(self) -> bool:
+        """Send one batch; False when the publisher is closing."""
+        with self._cond:
+            while not (self._windows or self._others) and not self._abort:
+                self._cond.wait()
+            if self._abort:
+                return False
+            batch = self._take(self.config.batch_size)
+        try:
+            self._send(batch)
+        except Exception as exc:
+            if not _transient(exc) and not _unreachable(exc):
+                self._reject(batch, exc)
+                return True
+            self._failed(exc)  # one line per outage; every record stays
+            with self._cond:
+                self._requeue_batch()
+            return self._wait_backoff()
+        self._recovered()
+        return True
 
     def _reject(self, remaining: list[_Item], exc: Exception) -> None:
         """A lasting error at the first unsent item (e.g. a registry key of the wrong type):
         drop that item, keep the rest."""
         logger.warning("redis bus: %s: %s rejected: %s", self.url, _describe(remaining[0]), exc)
         with self._cond:
-            self._requeue(remaining[1:])
             self.rejected += 1
             self.errors += 1
+        self._settle(1)
 
-    def _failed(self, remaining: list[_Item], exc: Exception) -> None:
+    def _failed(self, exc: Exception) -> None:
         with self._cond:
-            self._requeue(remaining)
-            self._inflight = 0
             self.errors += 1
             if self._outage_since is None:
                 self._outage_since = time.monotonic()
                 self.outages += 1
-                held = len(self._windows) + len(self._others)
+                held = len(self._windows) + len(self._others) + len(self._batch)
                 logger.warning(
                     "redis bus: %s: %s; holding %d records and retrying",
                     self.url,
@@ -537,7 +600,7 @@ class RedisPublisher(Publisher):
         while batch:
             if batch[0].kind == "state":
                 self._send_state(batch[0], stamp)
-                del batch[0]
+                self._settle(1)
                 continue
             run = 0
             while run < len(batch) and batch[run].kind != "state":
@@ -548,7 +611,7 @@ class RedisPublisher(Publisher):
                 pipe.evalsha(PUBLISH_SHA, len(keys), *keys, *args)
             results = pipe.execute(raise_on_error=False)
             done, error = self._tally(batch[:run], results)
-            del batch[:done]
+            self._settle(done)
             if error is not None:
                 raise error
             if done < run:

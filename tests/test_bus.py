@@ -322,3 +322,46 @@ def test_republish_from_files_is_idempotent(
         republish(out, "a.mkv", publisher)
         assert publisher.published == 8 and publisher.duplicates == 4
     assert client.xlen(KEYS.windows("a.mkv")) == 3 and client.xlen(KEYS.events()) == 2
+
+
+def test_delivery_is_acknowledged_only_once_redis_has_the_records(
+    durable_redis_server: RedisServer,  # noqa: F811
+) -> None:
+    redis_server = durable_redis_server
+    publisher = RedisPublisher(redis_server.url, RedisConfig(**FAST))
+    first = publisher.publish_window(window(0.0))
+    assert publisher.wait_delivered(first, 5)
+    redis_server.stop()
+    seqs = [publisher.publish_window(window(i * 2.0)) for i in range(1, 4)]
+    assert seqs == sorted(seqs) and seqs[0] > first
+    assert not publisher.wait_delivered(seqs[-1], 0.3)  # Redis is away: not acknowledged
+    assert publisher.delivered_through() == first
+    redis_server.start()
+    assert publisher.wait_delivered(seqs[-1], 10)
+    publisher.close()
+    assert len(entries(redis_server.client(), KEYS.windows("clip.mkv"))) == 4
+
+
+def test_the_sender_thread_survives_an_error_of_its_own(
+    redis_server: RedisServer,  # noqa: F811
+    client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    publisher = RedisPublisher(redis_server.url, RedisConfig(**FAST))
+    real = publisher._recovered
+    calls = {"n": 0}
+
+    def broken_once() -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug in the sender")
+        real()
+
+    monkeypatch.setattr(publisher, "_recovered", broken_once)
+    seq = publisher.publish_window(window(0.0))
+    assert publisher.wait_delivered(seq, 5)
+    later = publisher.publish_window(window(2.0))
+    assert publisher.wait_delivered(later, 5)
+    assert publisher.healthy() and publisher.errors == 1
+    publisher.close()
+    assert len(entries(client, KEYS.windows("clip.mkv"))) == 2

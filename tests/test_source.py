@@ -33,3 +33,12 @@ def test_backoff_grows_to_its_cap_with_bounded_jitter():
         assert base * 0.75 <= delay <= base * 1.25
     backoff.reset()
     assert backoff.next_delay() <= 1.25
+
+
+def test_backoff_keeps_retrying_after_an_outage_of_any_length():
+    """attempt 1024 used to raise OverflowError (factor**attempt before the cap)."""
+    backoff = Backoff(initial=0.5, maximum=30.0, factor=2.0, jitter=0.0)
+    backoff.attempt = 10**7
+    assert backoff.next_delay() == 30.0
+    steep = Backoff(initial=1e-3, maximum=1e6, factor=1e3, jitter=0.0, attempt=5000)
+    assert steep.next_delay() == 1e6
