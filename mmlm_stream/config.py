@@ -40,6 +40,12 @@ class ReconnectConfig(_Section):
     max_attempts: int | None = Field(
         None, ge=0, description="Give up after this many failed attempts in a row; null = never."
     )
+    stable_s: float = Field(
+        10.0,
+        ge=0,
+        description="A connection must stream this long before the backoff starts again from "
+        "initial_s, so a source that flaps every second is retried ever more slowly.",
+    )
 
 
 class DecodeConfig(_Section):
@@ -211,6 +217,51 @@ class LiveConfig(_Section):
     max_queued_items: int = Field(
         256, ge=1, description="Audio chunks and other items waiting at most (never dropped)."
     )
+    call_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="An encoder or aggregator call of a live source that takes longer fails "
+        "the analysis, which the supervisor restarts (a hung replica cannot hold a stream).",
+    )
+    max_pending_speech_s: float = Field(
+        120.0,
+        gt=0,
+        description="Speech waiting for transcription at most (seconds of audio); beyond it "
+        "the oldest utterances are dropped and counted, so a slow recogniser cannot exhaust "
+        "memory.",
+    )
+    outbox_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Records a Decoder keeps until Redis acknowledged them, in bytes of JSON; "
+        "beyond it the oldest windows are dropped (counted, and announced by a 'degraded' "
+        "stream event); events and states are never dropped.",
+    )
+
+
+class SupervisorConfig(_Section):
+    """How the service brings live streams back after their analysis died."""
+
+    restart_initial_s: float = Field(
+        1.0, gt=0, description="First delay before restarting a stream's analysis."
+    )
+    restart_max_s: float = Field(
+        30.0, gt=0, description="Longest delay between restarts of one stream."
+    )
+    failed_retry_s: float = Field(
+        600.0,
+        gt=0,
+        description="A stream whose source is permanently invalid (401/404, no decodable "
+        "stream) is tried again after this long.",
+    )
+    stable_s: float = Field(
+        30.0,
+        gt=0,
+        description="An analysis that ran this long resets the restart backoff.",
+    )
+    reconcile_s: float = Field(
+        5.0, gt=0, description="How often the registry in Redis is compared with what runs."
+    )
 
 
 class Config(_Section):
@@ -220,6 +271,7 @@ class Config(_Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     window: WindowConfig = Field(default_factory=WindowConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
+    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     describer: DescriberConfig = Field(default_factory=DescriberConfig)

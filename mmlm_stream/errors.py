@@ -12,11 +12,14 @@ class MmlmError(Exception):
 
 
 class SourceError(MmlmError):
-    """A video source could not be opened or read."""
+    """A video source could not be opened or read. ``permanent``: trying again soon cannot
+    help (not found, unauthorised, nothing decodable), so a live stream is ``failed``, not
+    ``reconnecting``."""
 
-    def __init__(self, source: str, reason: str) -> None:
+    def __init__(self, source: str, reason: str, *, permanent: bool = False) -> None:
         self.source = source
         self.reason = reason
+        self.permanent = permanent
         super().__init__(f"{source}: {reason}")
 
 

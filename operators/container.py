@@ -67,6 +67,23 @@ def explain(exc: BaseException, spec: SourceSpec, timeout_s: float | None = None
     return str(exc) or type(exc).__name__
 
 
+PERMANENT_ERRORS = (
+    av.error.HTTPNotFoundError,
+    av.error.HTTPUnauthorizedError,
+    av.error.HTTPForbiddenError,
+    av.error.HTTPBadRequestError,
+    av.error.ProtocolNotFoundError,
+    av.error.DecoderNotFoundError,
+    av.error.DemuxerNotFoundError,
+)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether an open error will be the same on the next attempt (4xx, unknown protocol or
+    format): a live stream then fails instead of reconnecting every few seconds."""
+    return isinstance(exc, PERMANENT_ERRORS)
+
+
 def open_container(spec: SourceSpec, config: DecodeConfig) -> av.container.InputContainer:
     """Open with FFmpeg timeouts so a dead or stalling URL cannot hang us."""
     if spec.is_file and spec.path is not None:
@@ -86,7 +103,9 @@ def open_container(spec: SourceSpec, config: DecodeConfig) -> av.container.Input
             timeout=(config.open_timeout_s, config.stall_timeout_s),
         )
     except Exception as exc:  # FFmpeg raises many OSError subclasses; all mean "cannot open"
-        raise SourceError(spec.url, explain(exc, spec, config.open_timeout_s)) from exc
+        raise SourceError(
+            spec.url, explain(exc, spec, config.open_timeout_s), permanent=is_permanent(exc)
+        ) from exc
 
 
 def _decodable(stream: av.stream.Stream) -> bool:

@@ -127,6 +127,7 @@ class SourceDecoder:
         last_wall = self.clock()
         failures = 0
         opened_once = False
+        streaming_since: float | None = None
         if self.live:
             yield self._status(StreamState.CONNECTING, 0.0)
         while not self.stop.is_set():
@@ -135,6 +136,9 @@ class SourceDecoder:
             except SourceError as exc:
                 if not self.live or (spec.is_file and not opened_once):
                     raise
+                if exc.permanent:
+                    yield self._status(StreamState.FAILED, last_time or 0.0, exc.reason, failures)
+                    return
                 failures += 1
                 logger.info("%s: connect attempt %d failed: %s", spec.source_id, failures, exc)
                 if rc.max_attempts is not None and failures > rc.max_attempts:
@@ -146,7 +150,11 @@ class SourceDecoder:
                 selection = select_streams(container, cfg)
                 if selection.video is None and selection.audio is None and not selection.subtitles:
                     why = "; ".join(selection.skipped) or "the container has no streams"
-                    raise SourceError(spec.url, f"no decodable video, audio or subtitles ({why})")
+                    reason = f"no decodable video, audio or subtitles ({why})"
+                    if not self.live:
+                        raise SourceError(spec.url, reason, permanent=True)
+                    yield self._status(StreamState.FAILED, last_time or 0.0, reason, failures)
+                    return
                 if not opened_once:
                     for reason in selection.skipped:
                         yield DecodeWarning(spec.source_id, 0.0, f"{spec.url}: {reason} (skipped)")
@@ -169,7 +177,7 @@ class SourceDecoder:
                     for items in session.packets():
                         if self.live and self._state is not StreamState.STREAMING:
                             yield self._status(StreamState.STREAMING, session.offset)
-                            backoff.reset()
+                            streaming_since = self.clock()
                             failures = 0
                         orderer.push(items)
                         yield from self._release(orderer.pop_ready(session.watermark), cues)
@@ -194,6 +202,9 @@ class SourceDecoder:
             if not self.live:
                 return
             self.stats.reconnects += 1
+            if streaming_since is not None and self.clock() - streaming_since >= rc.stable_s:
+                backoff.reset()  # a flapping source keeps backing off (damped)
+            streaming_since = None
             reason = error or "stream ended"
             yield self._status(StreamState.RECONNECTING, last_time or 0.0, reason)
             self.stop.wait(backoff.next_delay())

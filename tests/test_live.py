@@ -202,3 +202,33 @@ def test_udp_mpegts_stream_decodes_live():
         stop.set()
     run.finish()
     assert any(isinstance(i, AudioChunk) for i in run.items)
+
+
+def test_a_live_source_that_answers_404_fails_at_once_instead_of_reconnecting(http_folder):
+    _, base = http_folder
+    config = DecodeConfig(live=True, reconnect=ReconnectConfig(initial_s=0.05))
+    started = time.monotonic()
+    states = [i for i in decode(f"{base}/gone.ts", config) if isinstance(i, StreamStatus)]
+    assert [s.state for s in states] == [StreamState.CONNECTING, StreamState.FAILED]
+    assert states[-1].reason == "HTTP 404 not found"
+    assert time.monotonic() - started < 5.0
+
+
+@pytest.mark.slow
+def test_a_flapping_source_is_damped_by_a_growing_backoff():
+    """A camera that drops every 0.3 s: without damping ~30 reconnects in 10 s."""
+    reconnect = ReconnectConfig(initial_s=0.2, max_s=4.0, jitter=0.0, stable_s=5.0)
+    config = DecodeConfig(frame_fps=2.0, open_timeout_s=5, stall_timeout_s=2, reconnect=reconnect)
+    stop = threading.Event()
+    with TcpTsServer(mpegts_bytes(2.0), 2.0) as server:
+        run = Collector(iter(decode(server.url, config, stop=stop)))
+        run.until(_state(StreamState.STREAMING), timeout=10)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            server.drop_client()
+            time.sleep(0.3)
+        stop.set()
+        run.finish()
+    drops = [i for i in run.items if _state(StreamState.RECONNECTING)(i)]
+    # 0.2 + 0.4 + 0.8 + 1.6 + 3.2 + 4 ... : at most about six drops fit in ten seconds
+    assert 2 <= len(drops) <= 8, len(drops)
