@@ -421,7 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("subscribe", help="tail events from Redis")
     p.add_argument("--source", help="only this source's events")
-    p.add_argument("--type", action="append", help="only events of this type (repeatable)")
+    p.add_argument(
+        "--type",
+        action="append",
+        help="only events of these types (comma-separated, or repeated)",
+    )
     p.add_argument("--group", help="consumer group: at-least-once delivery, acked")
     p.add_argument("--consumer", help="consumer name within the group (default: host-pid)")
     p.add_argument("--from-start", action="store_true", help="from the first entry kept")

@@ -5,11 +5,23 @@ caller asks for the next one, i.e. after the loop body that handled it returned.
 caller never finished (crash, kill) stays pending and comes back: to the same consumer name
 when it restarts (its own pending entries are read first), or to any consumer of the group
 once it has been idle ``claim_min_idle_s`` (XAUTOCLAIM). A caller that stops early after
-handling an entry calls ``commit()`` to acknowledge it. Entries filtered out by type, or
-unreadable, are acknowledged without being yielded.
+handling an entry calls ``commit()`` to acknowledge it.
+
+Records are read leniently (``records`` module docstring): unknown fields are kept and events
+of types newer than this code are delivered (``known_type`` False), never dropped. ``types``
+is a filter the consumer chose: the entries it leaves out are acknowledged without being
+yielded, unknown types among them when a list of types is given (none given: all are
+delivered). An entry that cannot be read at all (not JSON, no ``json`` field, another major
+schema such as ``mmlm.event/2``, required fields missing) goes to the group's dead letters,
+the stream ``{prefix}:dead:{group}`` (``BusKeys.dead``), with fields ``stream``, ``id``,
+``group``, ``reason`` and ``json`` (the payload as it was, when there is one), and is
+acknowledged only once that XADD succeeded; if it fails, the entry stays pending and comes
+back with the next takeover. An entry that was deleted or trimmed while pending (no fields
+left) is acknowledged, there is nothing to keep.
 
 Without a group, ``iter_events`` tails the stream with plain XREAD: nothing is stored in
-Redis and nothing is acknowledged (what ``mmlm-stream subscribe`` does without ``--group``).
+Redis and nothing is acknowledged (what ``mmlm-stream subscribe`` does without ``--group``);
+an unreadable entry is logged and skipped.
 """
 
 from __future__ import annotations
@@ -23,24 +35,22 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any, TextIO, TypeVar, get_args
+from typing import Any, TextIO, TypeVar
 
 import redis
-from pydantic import BaseModel, ValidationError
 from redis.client import PubSub
 
 from mmlm_stream.backoff import Backoff
 from mmlm_stream.bus import BusKeys
 from mmlm_stream.bus_config import RedisConfig
 from mmlm_stream.errors import ConfigError
-from mmlm_stream.records import EventRecord, EventType, WindowRecord
+from mmlm_stream.records import EVENT_TYPES, EventRecord, UnreadableRecord, WindowRecord
 from mmlm_stream.redis_server import client_for, connect, error_reason
 
 logger = logging.getLogger(__name__)
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", EventRecord, WindowRecord)
 Entry = tuple[bytes | str, dict[Any, Any] | None]
-EVENT_TYPES = frozenset(get_args(EventType))
 _READ_COUNT = 100
 
 
@@ -48,15 +58,17 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _parse(fields: dict[Any, Any] | None, model: type[M]) -> M | None:
-    raw = (fields or {}).get(b"json") or (fields or {}).get("json")
+def _raw_json(fields: dict[Any, Any]) -> bytes | str | None:
+    raw = fields.get(b"json")
+    return fields.get("json") if raw is None else raw
+
+
+def _read(fields: dict[Any, Any], model: type[M]) -> M:
+    """The entry's record, read leniently; ``UnreadableRecord`` when it has none."""
+    raw = _raw_json(fields)
     if raw is None:
-        return None
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        logger.warning("bus: skipped an unreadable %s entry: %s", model.__name__, exc)
-        return None
+        raise UnreadableRecord("no json field")
+    return model.read_json(raw)
 
 
 class Subscriber:
@@ -94,6 +106,7 @@ class Subscriber:
         self._batch = _READ_COUNT
         self._unacked: tuple[str, bytes | str] | None = None
         self._down_since: float | None = None
+        self._dead_letters_failing = False
         self._backoff = Backoff(
             initial=self.config.retry_initial_s, maximum=self.config.retry_max_s
         )
@@ -101,6 +114,13 @@ class Subscriber:
     @property
     def events_stream(self) -> str:
         return self.keys.events(self.source)
+
+    @property
+    def dead_letters(self) -> str:
+        """The stream where this group's unreadable entries go (module docstring)."""
+        if self.group is None:
+            raise ValueError("no consumer group given")
+        return self.keys.dead(self.group)
 
     def stop(self) -> None:
         """Make the iterators return (within one blocking read)."""
@@ -178,10 +198,20 @@ class Subscriber:
             for entry_id, fields in entries:
                 if self._stop.is_set():
                     break  # the rest stays pending: redelivered (at-least-once)
-                record = _parse(fields, EventRecord)
-                if record is None or (self.types is not None and record.type not in self.types):
+                if not fields:  # deleted or trimmed while pending
                     skipped.append(entry_id)
                     continue
+                try:
+                    record = _read(fields, EventRecord)
+                except UnreadableRecord as exc:
+                    self._dead_letter(stream, entry_id, fields, exc.reason)
+                    continue
+                if self.types is not None and record.type not in self.types:
+                    skipped.append(entry_id)
+                    continue
+                if skipped:  # before the caller may stop for good
+                    self._ack(stream, skipped)
+                    skipped = []
                 self._unacked = (stream, entry_id)
                 yield record
                 self.commit()
@@ -287,6 +317,45 @@ class Subscriber:
             logger.info("bus: took over %d stale entries of %s", len(claimed), stream)
         return claimed
 
+    def _dead_letter(
+        self, stream: str, entry_id: bytes | str, fields: dict[Any, Any], reason: str
+    ) -> None:
+        """Write the entry to the dead letters, then acknowledge it; if the write fails it
+        stays pending (one log line until writing works again). At-least-once like the rest:
+        a consumer that dies between the two writes the letter again on redelivery."""
+        letter: dict[str, bytes | str] = {
+            "stream": stream,
+            "id": entry_id,
+            "group": self.group or "",
+            "reason": reason,
+        }
+        raw = _raw_json(fields)
+        if raw is not None:
+            letter["json"] = raw
+        maxlen = self.config.events_maxlen or None
+        try:
+            self.client.xadd(self.dead_letters, letter, maxlen=maxlen, approximate=True)
+        except redis.RedisError as exc:
+            if not self._dead_letters_failing:
+                self._dead_letters_failing = True
+                logger.warning(
+                    "bus: cannot write dead letters to %s (%s); unreadable entries stay pending",
+                    self.dead_letters,
+                    error_reason(exc),
+                )
+            return
+        if self._dead_letters_failing:
+            self._dead_letters_failing = False
+            logger.warning("bus: writing dead letters to %s again", self.dead_letters)
+        logger.warning(
+            "bus: entry %s of %s is unreadable (%s); moved to %s",
+            _text(entry_id),
+            stream,
+            reason,
+            self.dead_letters,
+        )
+        self._ack(stream, [entry_id])
+
     def _ack(self, stream: str, entry_ids: list[bytes | str]) -> None:
         try:
             self.client.xack(stream, self.group, *entry_ids)
@@ -308,8 +377,12 @@ class Subscriber:
             )
             for entry_id, fields in reply[0][1] if reply else []:
                 last = entry_id
-                record = _parse(fields, model)
-                if record is None:
+                try:
+                    record = _read(fields or {}, model)
+                except UnreadableRecord as exc:
+                    logger.warning(
+                        "bus: skipped unreadable entry %s of %s: %s", _text(entry_id), stream, exc
+                    )
                     continue
                 if isinstance(record, EventRecord) and self.types and record.type not in self.types:
                     continue
@@ -353,12 +426,18 @@ def run_subscribe(
     until interrupted or ``count`` events were printed; returns the exit code.
 
     ``params`` is the argparse namespace (missing attributes get defaults): ``source``,
-    ``type`` (list), ``group``, ``consumer``, ``from_start``, ``json``, ``count``,
-    ``no_embedded_redis``. ``client`` skips finding the server (tests)."""
+    ``type`` (names, each may be comma-separated), ``group``, ``consumer``, ``from_start``,
+    ``json``, ``count``, ``no_embedded_redis``. ``client`` skips finding the server (tests).
+    A type name must be known here, a typo would silently filter out everything; without
+    ``type``, events of types newer than this code are printed too."""
     out = out or sys.stdout
-    types = getattr(params, "type", None) or None
-    if isinstance(types, str):
-        types = [types]
+    given = getattr(params, "type", None) or []
+    types = [
+        name.strip()
+        for value in ([given] if isinstance(given, str) else given)
+        for name in value.split(",")
+        if name.strip()
+    ] or None
     for name in types or []:
         if name not in EVENT_TYPES:
             raise ConfigError(

@@ -2,15 +2,37 @@
 
 These are the product contract: JSON, one object per line in files, a versioned
 ``schema`` field, ``published_at`` stamped when a record leaves the process.
+
+Versioning of ``mmlm.window/1`` and ``mmlm.event/1``: a field's meaning never changes within
+``/1``; producers may add optional fields and new event types, so readers ignore unknown
+fields (keeping them: ``to_json()`` writes them back) and deliver unknown event types
+(``known_type`` is False) instead of dropping them. A breaking change is ``/2``, published
+beside ``/1`` for one release; a ``/1`` reader does not understand ``/2`` (``UnreadableRecord``),
+and a consumer group sends such entries to its dead letters, ``{prefix}:dead:{group}``.
+
+Two ways in, so the leniency stays on the reading side: building a record in this code
+(constructor, ``model_validate``, ``model_validate_json``) is strict, an unknown field or
+event type is refused; ``read_json``/``read`` is the reading path for records from the bus
+or from files another version may have written.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 WINDOW_SCHEMA = "mmlm.window/1"
 EVENT_SCHEMA = "mmlm.event/1"
@@ -18,6 +40,34 @@ EVENT_SCHEMA = "mmlm.event/1"
 EventType = Literal[
     "label", "query", "speech", "keyword", "sound", "scene_change", "stream", "fusion"
 ]
+EVENT_TYPES: frozenset[str] = frozenset(get_args(EventType))
+
+_READING = "mmlm_stream.records.reading"
+_MAX_REASONS = 4
+
+
+class UnreadableRecord(ValueError):
+    """A record this reader does not understand; ``reason`` is one line, for dead letters."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _reading(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and info.context.get(_READING) is True
+
+
+def _one_line(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    missing = [".".join(str(part) for part in e["loc"]) for e in errors if e["type"] == "missing"]
+    parts = [f"missing {', '.join(missing)}"] if missing else []
+    for error in (e for e in errors if e["type"] != "missing"):
+        if len(parts) == _MAX_REASONS:
+            parts.append("...")
+            break
+        parts.append(f"{'.'.join(str(part) for part in error['loc']) or 'record'}: {error['msg']}")
+    return " ".join("; ".join(parts).split())
 
 
 def window_id(source: str, start: float) -> str:
@@ -38,7 +88,59 @@ def utc_stamp(moment: datetime | None = None) -> str:
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Extra fields are stored (``extra="allow"``) so that a reader keeps them, but only the
+    reading path may bring any: anywhere else an unknown field is refused, as with
+    ``extra="forbid"``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_fields(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and not _reading(info):
+            known = set(cls.model_fields) | {
+                field.alias for field in cls.model_fields.values() if field.alias
+            }
+            unknown = sorted(str(key) for key in data if key not in known)
+            if unknown:
+                raise PydanticCustomError(
+                    "extra_forbidden",
+                    "Extra inputs are not permitted: {names}",
+                    {"names": ", ".join(unknown)},
+                )
+        return data
+
+
+class _Published(_Record):
+    """A top-level record with a ``schema``: strict to build, lenient to read."""
+
+    @classmethod
+    def read_json(cls, raw: str | bytes | bytearray) -> Self:
+        """A record as another version may have written it (module docstring); raises
+        ``UnreadableRecord`` for what is not JSON, another schema or misses required fields."""
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:  # includes a UnicodeDecodeError
+            raise UnreadableRecord(f"not JSON: {exc}") from None
+        return cls.read(data)
+
+    @classmethod
+    def read(cls, data: Any) -> Self:
+        """``read_json`` of JSON already decoded."""
+        if not isinstance(data, dict):
+            raise UnreadableRecord(f"not a JSON object but {type(data).__name__}")
+        expected = cls.model_fields["schema_"].default
+        schema = data.get("schema", expected)
+        if schema != expected:
+            raise UnreadableRecord(f"schema {schema!r}: this reader understands {expected}")
+        try:
+            return cls.model_validate(data, context={_READING: True})
+        except ValidationError as exc:
+            raise UnreadableRecord(_one_line(exc)) from None
+
+    def to_json(self) -> str:
+        """One line of JSON, with any unknown fields it was read with."""
+        return self.model_dump_json(by_alias=True, exclude_none=True)
 
 
 class LabelScore(_Record):
@@ -57,7 +159,7 @@ class Speech(_Record):
     segments: list[SpeechText] = Field(default_factory=list)
 
 
-class WindowRecord(_Record):
+class WindowRecord(_Published):
     schema_: Literal["mmlm.window/1"] = Field(WINDOW_SCHEMA, alias="schema")
     source: str
     window_id: str
@@ -79,17 +181,16 @@ class WindowRecord(_Record):
     models: dict[str, str] = Field(default_factory=dict)
     published_at: str | None = None
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    def to_json(self) -> str:
-        return self.model_dump_json(by_alias=True, exclude_none=True)
+    model_config = ConfigDict(populate_by_name=True)
 
 
-class EventRecord(_Record):
+class EventRecord(_Published):
     schema_: Literal["mmlm.event/1"] = Field(EVENT_SCHEMA, alias="schema")
     id: str
     source: str
-    type: EventType
+    type: EventType | str = Field(
+        description="One of EventType; a reader also gets the types of newer producers."
+    )
     key: str
     start: float
     end: float
@@ -103,7 +204,16 @@ class EventRecord(_Record):
     wall_start: str | None = None
     published_at: str | None = None
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
 
-    def to_json(self) -> str:
-        return self.model_dump_json(by_alias=True, exclude_none=True)
+    @field_validator("type")
+    @classmethod
+    def _known_type_unless_read(cls, value: str, info: ValidationInfo) -> str:
+        if value not in EVENT_TYPES and not _reading(info):
+            raise ValueError(f"unknown event type {value!r} ({', '.join(sorted(EVENT_TYPES))})")
+        return value
+
+    @property
+    def known_type(self) -> bool:
+        """False for a type of a newer producer (read, never built here)."""
+        return self.type in EVENT_TYPES

@@ -237,6 +237,171 @@ def test_format_event_marks_ongoing_events() -> None:
     assert format_event(record).endswith("1.0\u20133.0s  An alarm sounds (Alarm 0.88). (ongoing)")
 
 
+def newer(record: EventRecord, **changes: object) -> str:
+    """The event as a newer /1 producer might write it."""
+    return json.dumps({**json.loads(record.to_json()), **changes})
+
+
+def add_raw(client: redis.Redis, *fields: dict[str, str | bytes]) -> list[bytes]:
+    """Entries written as another producer would, straight to the stream of all events."""
+    return [client.xadd(KEYS.events(), entry) for entry in fields]  # type: ignore[arg-type]
+
+
+def read_all(sub: Subscriber, n: int, client: redis.Redis, **kwargs: object) -> list[EventRecord]:
+    """Read with ``sub`` until ``n`` events came and nothing of the group is pending."""
+    got: list[EventRecord] = []
+    thread = collect(sub, got, from_start=True, **kwargs)
+    wait_for(lambda: len(got) >= n and pending(client, KEYS.events(), str(sub.group)) == 0)
+    sub.stop()
+    thread.join(2)
+    return got
+
+
+def dead_letters(client: redis.Redis, group: str) -> list[dict[str, str]]:
+    return [
+        {k.decode(): v.decode() for k, v in fields.items()}
+        for _, fields in client.xrange(KEYS.dead(group))
+    ]
+
+
+def test_an_unknown_event_type_is_delivered_not_dropped(
+    redis_server: RedisServer,  # noqa: F811
+    client: redis.Redis,
+) -> None:
+    known = event(1.0)
+    add_raw(
+        client,
+        {"json": known.to_json()},
+        {"json": newer(event(2.0), type="gesture", key="wave", zone="door")},
+    )
+    got = read_all(Subscriber(redis_server.url, group="svc"), 2, client)
+    assert [(e.type, e.known_type) for e in got] == [("sound", True), ("gesture", False)]
+    assert json.loads(got[1].to_json())["zone"] == "door"
+    assert dead_letters(client, "svc") == []
+
+    sounds = Subscriber(redis_server.url, group="sounds", types=["sound"])
+    assert [e.id for e in read_all(sounds, 1, client)] == [known.id]  # filtered out: acked
+    assert pending(client, KEYS.events(), "sounds") == 0
+
+
+def test_a_poison_entry_goes_to_dead_letters_before_it_is_acked(
+    redis_server: RedisServer,  # noqa: F811
+    client: redis.Redis,
+) -> None:
+    good = [event(1.0), event(9.0)]
+    ids = add_raw(
+        client,
+        {"json": "{not json"},
+        {"other": "x"},
+        {"json": json.dumps({"schema": "mmlm.event/1", "type": "sound"})},
+        {"json": good[0].to_json()},
+        {"json": good[1].to_json()},
+    )
+    reader = Subscriber(redis_server.url, group="svc").iter_events(block_ms=100, from_start=True)
+    assert next(reader).id == good[0].id
+    letters = dead_letters(client, "svc")
+    assert [letter["id"] for letter in letters] == [i.decode() for i in ids[:3]]
+    unacked = client.xpending_range(KEYS.events(), "svc", "-", "+", 10)
+    assert [entry["message_id"] for entry in unacked] == ids[3:]  # the events: not handled yet
+    assert letters[0] == {
+        "stream": KEYS.events(),
+        "id": ids[0].decode(),
+        "group": "svc",
+        "reason": letters[0]["reason"],
+        "json": "{not json",
+    }
+    assert letters[0]["reason"].startswith("not JSON")
+    assert letters[1]["reason"] == "no json field" and "json" not in letters[1]
+    assert letters[2]["reason"].startswith("missing id, source, key")
+    assert next(reader).id == good[1].id
+    reader.close()
+
+
+def test_an_entry_stays_pending_when_the_dead_letter_write_fails(
+    redis_server: RedisServer,  # noqa: F811
+    client: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client.set(KEYS.dead("svc"), "in the way")  # XADD answers WRONGTYPE
+    [poison, _] = add_raw(client, {"json": "{not json"}, {"json": event(1.0).to_json()})
+    sub = Subscriber(redis_server.url, group="svc", config=CLAIM)
+    got: list[EventRecord] = []
+    thread = collect(sub, got, from_start=True)
+    wait_for(lambda: len(got) == 1)
+    time.sleep(3 * CLAIM.claim_min_idle_s)  # taken over again and again, never lost
+    [entry] = client.xpending_range(KEYS.events(), "svc", "-", "+", 10)
+    assert entry["message_id"] == poison and entry["times_delivered"] > 1
+    assert caplog.text.count("cannot write dead letters") == 1
+
+    client.delete(KEYS.dead("svc"))
+    wait_for(lambda: pending(client, KEYS.events(), "svc") == 0)
+    sub.stop()
+    thread.join(2)
+    assert [letter["id"] for letter in dead_letters(client, "svc")] == [poison.decode()]
+    assert len(got) == 1
+
+
+def test_a_newer_major_schema_goes_to_dead_letters(
+    redis_server: RedisServer,  # noqa: F811
+    client: redis.Redis,
+) -> None:
+    raw = newer(event(1.0), schema="mmlm.event/2", type="gesture")
+    add_raw(client, {"json": raw}, {"json": event(2.0).to_json()})
+    got = read_all(Subscriber(redis_server.url, group="svc"), 1, client)
+    assert [e.start for e in got] == [2.0]
+    [letter] = dead_letters(client, "svc")
+    assert letter["json"] == raw and "'mmlm.event/2'" in letter["reason"]
+
+
+def test_a_group_reading_from_the_start_ends_with_nothing_pending(
+    redis_server: RedisServer,  # noqa: F811
+    client: redis.Redis,
+) -> None:
+    publish(redis_server.url, mixed_events(6))
+    add_raw(
+        client,
+        {"json": newer(event(20.0), type="gesture")},
+        {"json": "[]"},
+        {"json": newer(event(22.0), schema="mmlm.event/2")},
+    )
+    sub = Subscriber(redis_server.url, group="svc", types=["sound", "speech"], config=CLAIM)
+    got = read_all(sub, 4, client, batch=3)
+    assert [e.type for e in got] == ["sound", "speech"] * 2
+    assert len(dead_letters(client, "svc")) == 2
+    [info] = client.xinfo_groups(KEYS.events())
+    last = client.xinfo_stream(KEYS.events())["last-generated-id"]
+    assert (info["pending"], info["last-delivered-id"]) == (0, last)
+
+
+def test_without_a_group_unreadable_entries_are_logged_once_and_skipped(
+    redis_server: RedisServer,  # noqa: F811
+    client: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    [poison, *_] = add_raw(
+        client, {"json": "{not json"}, {"json": newer(event(1.0), type="gesture", extra=1)}
+    )
+    reader = Subscriber(redis_server.url).iter_events(block_ms=100, from_start=True)
+    read = next(reader)
+    assert (read.type, json.loads(read.to_json())["extra"]) == ("gesture", 1)
+    reader.close()
+    assert caplog.text.count(f"unreadable entry {poison.decode()}") == 1
+    assert not client.exists(KEYS.dead("svc"))
+
+
+def test_run_subscribe_takes_a_comma_separated_type_list(
+    redis_server: RedisServer,  # noqa: F811
+    client: redis.Redis,
+) -> None:
+    publish(redis_server.url, mixed_events(3))
+    params = SimpleNamespace(type=["sound,label"], group="cli", from_start=True, json=True, count=2)
+    out = io.StringIO()
+    assert run_subscribe(params, RedisConfig(**FAST), out, client=client, block_ms=100) == 0
+    assert [json.loads(line)["type"] for line in out.getvalue().splitlines()] == ["sound", "label"]
+    with pytest.raises(ConfigError, match="--type gesture"):
+        run_subscribe(SimpleNamespace(type=["sound, gesture"]), RedisConfig(), out, client=client)
+
+
 @pytest.fixture
 def embedded_config(tmp_path: Path) -> Iterator[RedisConfig]:
     """A private embedded-server dir; whatever server it starts is ended afterwards."""
@@ -344,3 +509,23 @@ def test_cli_subscribe_prints_published_events(redis_server, capsys, monkeypatch
     assert code == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(line)["id"] == "cam:speech:1"
+
+
+@pytest.mark.redis
+def test_cli_subscribe_type_takes_a_list_and_prints_unknown_types_too(
+    redis_server,  # noqa: F811
+    capsys,
+    monkeypatch,
+):
+    from mmlm_stream.cli import main
+
+    client = redis_server.client()
+    add_raw(client, {"json": newer(event(1.0), type="gesture")}, {"json": event(2.0).to_json()})
+    client.close()
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    assert main(["subscribe", "--from-start", "--count", "2", "--json", "--group", "all"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [json.loads(line)["type"] for line in lines[-2:]] == ["gesture", "sound"]
+    args = ["subscribe", "--from-start", "--count", "1", "--type", "speech,sound", "--json"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["type"] == "sound"
