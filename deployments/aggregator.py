@@ -9,6 +9,7 @@ sources spread over the cluster's CPU nodes.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -89,8 +90,9 @@ class RemoteAggregation:
     actor, so a window can only close after the results sent before it.
     """
 
-    def __init__(self, actor: Any) -> None:
+    def __init__(self, actor: Any, timeout_s: float | None = None) -> None:
         self.actor = actor
+        self.timeout_s = timeout_s
         self._marks: dict[str, float] = {}
 
     def add(self, channel: Channel, items: Sequence[Evidence]) -> None:
@@ -104,17 +106,22 @@ class RemoteAggregation:
         marks, self._marks = self._marks, {}
         if marks:
             self.actor.advance.remote(marks)
-        return ray.get(self.actor.poll.remote())
+        return ray.get(self.actor.poll.remote(), timeout=self.timeout_s)
 
     def finish(self) -> tuple[list[WindowOutput], list[EventRecord]]:
         if self._marks:
             self.actor.advance.remote(self._marks)
             self._marks = {}
-        return ray.get(self.actor.finish.remote())
+        return ray.get(self.actor.finish.remote(), timeout=self.timeout_s)
 
     @property
     def late_dropped(self) -> int:
-        return ray.get(self.actor.late_dropped.remote())
+        return ray.get(self.actor.late_dropped.remote(), timeout=self.timeout_s)
+
+    def close(self) -> None:
+        """End the actor now (not when its handle is collected): one aggregator per source."""
+        with contextlib.suppress(Exception):
+            ray.kill(self.actor, no_restart=True)
 
 
 def aggregator_factory(
@@ -123,6 +130,7 @@ def aggregator_factory(
     channels: frozenset[Channel],
     model_ids: dict[str, str],
     text_handle: Any,
+    timeout_s: float | None = None,
 ) -> Callable[[bool, Callable[[float], datetime | None] | None], RemoteAggregation]:
     """What SourceAnalysis calls to get its state holder once it knows if the source is live."""
 
@@ -137,6 +145,6 @@ def aggregator_factory(
             live,
             text_handle,
         )
-        return RemoteAggregation(actor)
+        return RemoteAggregation(actor, timeout_s)
 
     return make

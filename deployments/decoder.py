@@ -3,8 +3,9 @@
 The analysis loop runs in a thread of its own per request (a live stream holds one for its
 whole life, so a shared executor would cap the streams a replica can run) and calls the
 encoder deployments through their handles; closed windows and events stream back to the
-caller (which writes the files) and go to the publisher. A bounded queue between the thread
-and the response keeps memory flat when the caller reads slowly.
+caller (which writes the files) and go to the publisher through an outbox that keeps them
+until Redis has them (``deployments/delivery``). A bounded queue between the thread and the
+response keeps memory flat when the caller reads slowly.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from mmlm_stream.analysis import SourceAnalysis
 from mmlm_stream.config import Config
 from mmlm_stream.deployments.aggregator import aggregator_factory
+from mmlm_stream.deployments.delivery import Delivery
 from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES
 from mmlm_stream.encoding import ROLE_RECORD_KEY, RoleEncoders
 from mmlm_stream.errors import MmlmError
@@ -38,6 +40,7 @@ from mmlm_stream.jobs import (
 )
 from mmlm_stream.models.roles import Role
 from mmlm_stream.operators.source import resolve_source
+from mmlm_stream.outbox import Outbox
 from mmlm_stream.threads import limit_threads
 
 logger = logging.getLogger(__name__)
@@ -48,18 +51,28 @@ QUEUE_SIZE = 64
 
 
 class ServeEncoders(RoleEncoders):
-    """RoleEncoders over the encoder deployments; a call to a dying replica is retried."""
+    """RoleEncoders over the encoder deployments; a call to a dying replica is retried.
 
-    def __init__(self, models: Any, handles: dict[Role, Any]) -> None:
+    ``timeout_s`` (live sources): a call that takes longer fails the analysis with a
+    one-line reason, so a hung replica shows as a restarting stream, never a silent stall.
+    """
+
+    def __init__(
+        self, models: Any, handles: dict[Role, Any], timeout_s: float | None = None
+    ) -> None:
         super().__init__(models)
         self.handles = handles
+        self.timeout_s = timeout_s
         self._ids: dict[str, str] | None = None
 
     def run(self, role: Role, items: Sequence[Any]) -> Any:
         delay = 0.5
         for attempt in range(1, ENCODER_ATTEMPTS + 1):
             try:
-                return self.handles[role].remote(list(items)).result()
+                return self.handles[role].remote(list(items)).result(timeout_s=self.timeout_s)
+            except TimeoutError as exc:
+                reason = f"{role.value} encoder did not answer within {self.timeout_s:g}s"
+                raise MmlmError(reason) from exc
             except RayTaskError as exc:
                 cause = exc.cause if exc.cause is not None else exc
                 reason = f"{role.value} encoder failed: {type(cause).__name__}: {cause}"
@@ -75,14 +88,18 @@ class ServeEncoders(RoleEncoders):
     def node_ids(self) -> dict[str, str]:
         """Deployment name → node id of the replica that answered (one call each)."""
         return {
-            DEPLOYMENT_NAMES[role]: self.handles[role].node_id.remote().result()
+            DEPLOYMENT_NAMES[role]: self.handles[role]
+            .node_id.remote()
+            .result(timeout_s=self.timeout_s)
             for role in self.roles
         }
 
     def model_ids(self) -> dict[str, str]:
         if self._ids is None:
             self._ids = {
-                ROLE_RECORD_KEY[role]: self.handles[role].model_id.remote().result()
+                ROLE_RECORD_KEY[role]: self.handles[role]
+                .model_id.remote()
+                .result(timeout_s=self.timeout_s)
                 for role in self.roles
             }
         return self._ids
@@ -96,16 +113,19 @@ class Decoder:
         self.publisher = publisher
 
     async def describe(self, request: DescribeRequest) -> AsyncIterator[JobMessage]:
+        config = Config.model_validate(request.config)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[JobMessage | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
         stop = threading.Event()
+        delivery = Delivery(self.publisher, Outbox(config.live.outbox_max_bytes))
+        drain_s = config.redis.close_timeout_s
 
         def put(message: JobMessage | None) -> None:
             asyncio.run_coroutine_threadsafe(queue.put(message), loop).result()
 
         def work() -> None:
             try:
-                put(JobDone(self._analyse(request, put, stop)))
+                put(JobDone(self._analyse(request, config, put, stop)))
             except MmlmError as exc:
                 put(JobFailed(str(exc)))
             except Exception as exc:  # report any failure of this input to the caller
@@ -120,38 +140,37 @@ class Decoder:
         threading.Thread(target=work, name=f"describe:{request.source_id}", daemon=True).start()
         try:
             while (message := await queue.get()) is not None:
-                self._publish(message)
-                yield message
+                if isinstance(message, JobDone | JobFailed):
+                    # What the caller does next (restart, report) must come after these.
+                    await delivery.drain(drain_s)
+                for out in delivery.enqueue(message):
+                    yield out
         finally:
             stop.set()
-            while not finished.done():
+            # The caller left (a stop): what the analysis still closes (its open events,
+            # the 'ended' state) is published all the same.
+            while not finished.done() or not queue.empty():
                 try:
-                    queue.get_nowait()
+                    if (message := queue.get_nowait()) is not None:
+                        delivery.enqueue(message)
                 except asyncio.QueueEmpty:
                     await asyncio.sleep(0.05)
+            await delivery.drain(drain_s)
+            delivery.close()
 
     async def flush_publisher(self, timeout_s: float = 30.0) -> bool:
         """Wait until the publisher delivered everything (end of a batch job)."""
         return await self.publisher.flush.remote(timeout_s)
 
-    def _publish(self, message: JobMessage) -> None:
-        if isinstance(message, WindowDone):
-            self.publisher.publish.remote([message.output.window], message.output.events)
-        elif isinstance(message, EventsDone):
-            self.publisher.publish.remote([], message.events)
-            for event in message.events:
-                if event.type == "stream":
-                    state = {
-                        "state": event.key,
-                        "since": event.wall_start,
-                        **event.evidence["stream"],
-                    }
-                    self.publisher.set_state.remote(event.source, state)
-
-    def _analyse(self, request: DescribeRequest, put: Any, stop: threading.Event) -> Any:
-        config = Config.model_validate(request.config)
+    def _analyse(
+        self, request: DescribeRequest, config: Config, put: Any, stop: threading.Event
+    ) -> Any:
         spec = resolve_source(request.target, request.source_id)
-        encoders = ServeEncoders(config.models, self.handles)
+        live = config.decode.live
+        if live is None:
+            live = spec.live_by_scheme or config.decode.loop
+        timeout_s = config.live.call_timeout_s if live else None
+        encoders = ServeEncoders(config.models, self.handles, timeout_s)
         finished = threading.Event()
 
         def heartbeat() -> None:
@@ -180,6 +199,7 @@ class Decoder:
                 encoders.channels,
                 encoders.model_ids(),
                 self.handles[Role.TEXT],
+                timeout_s,
             ),
         )
         beat = threading.Thread(target=heartbeat, name=f"progress:{spec.source_id}", daemon=True)
@@ -189,5 +209,6 @@ class Decoder:
         finally:
             finished.set()
             beat.join()
+            analysis.aggregator.close()  # no aggregator outlives its analysis
         result.nodes = {"Decoder": ray.get_runtime_context().get_node_id(), **encoders.node_ids()}
         return result

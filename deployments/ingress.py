@@ -54,6 +54,7 @@ class Ingress:
             Path(jobs_dir),
             encoder_stats=self._encoder_stats,
             publisher_metrics=self._publisher_metrics,
+            publisher_healthy=self._publisher_healthy,
         )
         if redis_url:
             resumed = await self.backend.resume()
@@ -77,6 +78,9 @@ class Ingress:
 
     async def _publisher_metrics(self) -> dict[str, int]:
         return await self.publisher.metrics.remote()
+
+    async def _publisher_healthy(self) -> bool:
+        return await self.publisher.healthy.remote()
 
     async def _encoder_stats(self) -> dict[str, dict[str, Any]]:
         roles = list(self.encoders)

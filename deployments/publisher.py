@@ -1,12 +1,14 @@
 """Publisher deployment: the one holder of the Redis connection and its retry buffer.
 
-Records arrive fire-and-forget from the decoders; the bus publishes each window/event id
-once, buffers while Redis is away, and retries with backoff.
+``deliver`` answers only once Redis has settled the records it was given (while Redis is
+away it waits), so its callers keep their records until then and hand them to the next
+replica if this one dies (``mmlm_stream.outbox``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ray import serve
@@ -14,32 +16,51 @@ from ray import serve
 from mmlm_stream.bus import NullPublisher, RedisPublisher
 from mmlm_stream.bus import Publisher as BusPublisher
 from mmlm_stream.bus_config import RedisConfig
+from mmlm_stream.outbox import Outgoing
 from mmlm_stream.records import EventRecord, WindowRecord
 
+MAX_ONGOING = 64
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.05}, max_ongoing_requests=64)
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.05}, max_ongoing_requests=MAX_ONGOING)
 class Publisher:
     def __init__(self, url: str | None, config: dict[str, Any]) -> None:
         cfg = RedisConfig.model_validate(config)
         self.bus: BusPublisher = RedisPublisher(url, cfg) if url else NullPublisher()
+        # Waiting out a Redis outage holds a thread per caller: not the loop's default pool.
+        self._waiters = ThreadPoolExecutor(MAX_ONGOING, thread_name_prefix="deliver")
 
-    def publish(self, windows: list[WindowRecord], events: list[EventRecord]) -> None:
-        for window in windows:
-            self.bus.publish_window(window)
-        for event in events:
-            self.bus.publish_event(event)
-
-    def set_state(self, source: str, state: dict[str, Any]) -> None:
-        """A live stream's state in the streams hash (and on its live channel)."""
-        self.bus.set_stream_state(source, state)
+    async def deliver(self, items: list[Outgoing]) -> int:
+        """Hand ``items`` to the bus in order; return once Redis has them all."""
+        seq = 0
+        for item in items:
+            if item.kind == "state":
+                seq = self.bus.set_stream_state(item.source, item.state or {})
+            elif isinstance(item.record, WindowRecord):
+                seq = self.bus.publish_window(item.record)
+            elif isinstance(item.record, EventRecord):
+                seq = self.bus.publish_event(item.record)
+        loop = asyncio.get_running_loop()
+        while not await loop.run_in_executor(self._waiters, self.bus.wait_delivered, seq, 5.0):
+            if not self.bus.healthy():
+                raise RuntimeError("the Redis sender of this Publisher replica stopped")
+        return len(items)
 
     async def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything buffered reached Redis (or the timeout)."""
         return await asyncio.to_thread(self.bus.flush, timeout_s)
 
+    def healthy(self) -> bool:
+        return self.bus.healthy()
+
     def metrics(self) -> dict[str, int]:
         counts = getattr(self.bus, "metrics", None)
         return counts() if callable(counts) else {}
+
+    def check_health(self) -> None:
+        """Serve's replica health check: a Publisher whose sender died is replaced."""
+        if not self.bus.healthy():
+            raise RuntimeError("Redis sender thread stopped")
 
     def __del__(self) -> None:
         self.bus.close()

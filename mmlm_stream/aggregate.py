@@ -135,6 +135,9 @@ class SourceAggregator:
     def late_dropped(self) -> int:
         return sum(self.windower.late_dropped.values())
 
+    def close(self) -> None:
+        """Nothing to release in process (the Aggregation protocol's hook for actors)."""
+
     def _emit(self, contents: WindowContents) -> WindowOutput:
         early_ids: list[str] = []
         looked = contents.window_id in self._early  # its fast events are already out

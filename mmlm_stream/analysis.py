@@ -56,6 +56,7 @@ class AnalysisResult:
     duration: float | None = None
     warnings: list[str] = field(default_factory=list)
     late_dropped: int = 0
+    speech_dropped_s: float = 0.0
     models: dict[str, str] = field(default_factory=dict)
     nodes: dict[str, str] = field(default_factory=dict)
 
@@ -73,6 +74,10 @@ class Aggregation(Protocol):
 
     @property
     def late_dropped(self) -> int: ...
+
+    def close(self) -> None:
+        """Release the state holder (an actor, for a deployment) once the loop is done."""
+        ...
 
 
 class SourceAnalysis:
@@ -127,6 +132,7 @@ class SourceAnalysis:
         # for it; results go to the aggregator in order: (first start, pending transcripts).
         self.transcribing: deque[tuple[float, Future[list[TranscriptSegment]]]] = deque()
         self._speech_pool = ThreadPoolExecutor(1, thread_name_prefix=f"speech:{spec.source_id}")
+        self._speech_seconds: dict[Future[list[TranscriptSegment]], float] = {}
         self.progress = 0.0
         self.queue: LiveQueue | None = None
         self._producer_error: Exception | None = None
@@ -284,12 +290,32 @@ class SourceAnalysis:
         stale = self.progress - self.speech[0].start >= delay
         if force or full or stale:
             batch, self.speech = self.speech, []
+            self._bound_speech(sum(s.end - s.start for s in batch))
             pending = self._speech_pool.submit(self.encoders.transcribe, batch)
             self.transcribing.append((batch[0].start, pending))
+            self._speech_seconds[pending] = sum(s.end - s.start for s in batch)
         self._collect_speech(wait=force)
+
+    def _bound_speech(self, adding_s: float) -> None:
+        """Keep the transcription backlog under ``live.max_pending_speech_s``: batches not
+        started yet are dropped oldest first (counted in ``result.speech_dropped``)."""
+        limit = self.config.live.max_pending_speech_s
+        for _start, pending in list(self.transcribing):
+            if sum(self._speech_seconds.values()) + adding_s <= limit:
+                return
+            if pending.cancel():
+                self.result.speech_dropped_s += self._speech_seconds.pop(pending)
+                logger.warning(
+                    "%s: speech backlog over %.0fs; dropped %.1fs of untranscribed speech",
+                    self.spec.source_id,
+                    limit,
+                    self.result.speech_dropped_s,
+                )
 
     def _collect_speech(self, wait: bool) -> None:
         """Transcripts that are ready (all of them with ``wait``), in order, to the aggregator."""
         while self.transcribing and (wait or self.transcribing[0][1].done()):
             _start, pending = self.transcribing.popleft()
-            self.aggregator.add(Channel.SPEECH, pending.result())
+            self._speech_seconds.pop(pending, None)
+            if not pending.cancelled():
+                self.aggregator.add(Channel.SPEECH, pending.result())

@@ -52,7 +52,6 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import redis
-from pydantic import BaseModel
 
 from mmlm_stream.backoff import Backoff
 from mmlm_stream.bus_config import RedisConfig
@@ -140,6 +139,10 @@ class BusKeys:
 
     def event(self, event_id: str) -> str:
         return f"{self.prefix}:event:{event_id}"
+
+    def dead(self, group: str) -> str:
+        """Dead letters of a consumer group: entries it could not read, with the reason."""
+        return f"{self.prefix}:dead:{group}"
 
 
 def _json_object(value: Mapping[str, Any] | str) -> dict[str, Any]:
@@ -721,9 +724,9 @@ class RepublishResult:
     events: int
 
 
-def _read_records(path: Path, model: type[BaseModel]) -> list[Any]:
+def _read_records(path: Path, model: type[WindowRecord | EventRecord]) -> list[Any]:
     return [
-        model.model_validate_json(line)
+        model.read_json(line)
         for line in path.read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]

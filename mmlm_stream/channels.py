@@ -20,10 +20,12 @@ def utc_now() -> datetime:
 
 
 class StreamState(StrEnum):
-    """Lifecycle of a live source: connecting -> streaming -> reconnecting -> failed | ended."""
+    """Lifecycle of a live source: connecting -> streaming -> reconnecting -> failed | ended;
+    ``degraded``: streaming, but records are being dropped on the way to the bus."""
 
     CONNECTING = "connecting"
     STREAMING = "streaming"
+    DEGRADED = "degraded"
     RECONNECTING = "reconnecting"
     FAILED = "failed"
     ENDED = "ended"

@@ -37,7 +37,15 @@ logger = logging.getLogger(__name__)
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 """The classic text format: what ``exposition()`` writes and every Prometheus reads."""
 
-STREAM_STATES = ("connecting", "streaming", "reconnecting", "failed", "stopped", "ended")
+STREAM_STATES = (
+    "connecting",
+    "streaming",
+    "degraded",
+    "reconnecting",
+    "failed",
+    "stopped",
+    "ended",
+)
 LATENCY_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -4,12 +4,22 @@ Runs inside the ingress replica. A stream or a job input is one streaming call t
 Decoder deployment (``run``); this module keeps what the API reports about them, keeps the
 stream registry in Redis (``{prefix}:streams``) so a restarted service resumes every
 registered stream, and ranks windows for ``/search``.
+
+Live streams are supervised: the registry is the desired state, and each registered stream
+has one supervising task that owns its one analysis at a time. When the analysis ends for
+any reason but a removal (its Decoder replica, aggregator actor or an encoder call died, a
+replica was scaled down), the stream goes ``reconnecting`` (a ``stream`` event and the
+registry state say why), the events it left open are closed with that reason, and the
+analysis starts again after a backoff on whatever replica Serve routes to. A stream whose
+source is permanently invalid is ``failed`` and tried again every
+``supervisor.failed_retry_s``. A reconcile loop starts registered streams that do not run
+(another ingress registered them, or a restart) and registers again running streams that
+Redis lost (a restart without persistence).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -20,8 +30,11 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 
+from mmlm_stream.backoff import Backoff
 from mmlm_stream.bus import Publisher
+from mmlm_stream.channels import StreamState, StreamStatus
 from mmlm_stream.config import Config
+from mmlm_stream.errors import MmlmError
 from mmlm_stream.jobs import (
     DescribeRequest,
     EventsDone,
@@ -33,7 +46,7 @@ from mmlm_stream.jobs import (
 from mmlm_stream.metrics import PipelineMetrics
 from mmlm_stream.operators.source import assign_source_ids, resolve_source
 from mmlm_stream.outputs import is_done, write_job
-from mmlm_stream.records import WindowRecord, utc_stamp
+from mmlm_stream.records import EventRecord, UnreadableRecord, WindowRecord, utc_stamp
 from mmlm_stream.redis_server import redact
 from mmlm_stream.service import (
     Conflict,
@@ -46,6 +59,7 @@ from mmlm_stream.service import (
     StreamSpec,
     StreamStats,
 )
+from mmlm_stream.stream_events import registry_state, status_event
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +77,8 @@ def window_text(window: WindowRecord) -> str:
 
 
 class _Stream:
+    """One supervised live stream: what the API shows, and what its analysis left open."""
+
     def __init__(self, spec: StreamSpec, stream_id: str) -> None:
         self.spec = spec
         self.id = stream_id
@@ -75,7 +91,17 @@ class _Stream:
             labels=spec.labels,
         )
         self.task: asyncio.Task[None] | None = None
+        self.open_events: dict[str, EventRecord] = {}
+        self.media_time = 0.0
         self._frames: list[tuple[float, int]] = []
+
+    def track(self, events: list[EventRecord]) -> None:
+        """Remember which events are open, to close them if the analysis dies."""
+        for event in events:
+            if event.ongoing:
+                self.open_events[event.id] = event
+            else:
+                self.open_events.pop(event.id, None)
 
     def progress(self, message: Progress) -> StreamStats:
         now = time.monotonic()
@@ -106,6 +132,7 @@ class PipelineBackend:
         jobs_dir: Path,
         encoder_stats: Callable[[], Awaitable[dict[str, dict[str, Any]]]] | None = None,
         publisher_metrics: Callable[[], Awaitable[dict[str, int]]] | None = None,
+        publisher_healthy: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.config = config
         self.run = run
@@ -115,15 +142,28 @@ class PipelineBackend:
         self.jobs_dir = jobs_dir
         self.encoder_stats = encoder_stats
         self.publisher_metrics = publisher_metrics
+        self.publisher_healthy = publisher_healthy
         self.metrics = PipelineMetrics()
         self.streams: dict[str, _Stream] = {}
         self.jobs: dict[str, JobInfo] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._embeddings: dict[str, np.ndarray] = {}
+        self._reconciler: asyncio.Task[None] | None = None
 
     async def resume(self) -> int:
-        """Start every stream registered in Redis (after a restart of the service)."""
-        registered = await asyncio.to_thread(self.bus.streams)
+        """Start every stream registered in Redis (after a restart of the service), then
+        keep comparing the registry with what runs (module docstring)."""
+        registered = await self._reconcile()
+        if self._reconciler is None:
+            self._reconciler = self._spawn(self._reconcile_forever())
+        return registered
+
+    async def _reconcile(self) -> int:
+        try:
+            registered = await asyncio.to_thread(self.bus.streams)
+        except MmlmError as exc:
+            logger.warning("registry not readable (%s); streams keep running", exc)
+            return 0
         for stream_id, info in sorted(registered.items()):
             spec_json = info.get("spec")
             if stream_id in self.streams or not spec_json:
@@ -131,7 +171,26 @@ class PipelineBackend:
             spec = StreamSpec.model_validate(spec_json)
             self._start(_Stream(spec, stream_id))
             logger.info("resumed stream %s", stream_id)
+        for stream_id, stream in list(self.streams.items()):
+            if "spec" not in registered.get(stream_id, {}):
+                logger.warning(
+                    "stream %s missing from the registry; registering it again", stream_id
+                )
+                await self._register(stream)
         return len(registered)
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.supervisor.reconcile_s)
+            try:
+                await self._reconcile()
+            except Exception:  # the loop must outlive any one failure
+                logger.exception("reconcile failed; trying again")
+
+    async def _register(self, stream: _Stream) -> None:
+        await asyncio.to_thread(
+            self.bus.register_stream, stream.id, {"spec": stream.spec.model_dump(mode="json")}
+        )
 
     # -- streams ---------------------------------------------------------------------------
 
@@ -140,9 +199,12 @@ class PipelineBackend:
         if stream_id in self.streams:
             raise Conflict(f"stream '{stream_id}' already exists")
         stream = _Stream(spec, stream_id)
-        await asyncio.to_thread(
-            self.bus.register_stream, stream_id, {"spec": spec.model_dump(mode="json")}
-        )
+        self.streams[stream_id] = stream  # taken before the first await: one POST wins
+        try:
+            await self._register(stream)
+        except BaseException:
+            del self.streams[stream_id]
+            raise
         self._start(stream)
         return stream.info
 
@@ -177,15 +239,63 @@ class PipelineBackend:
 
     def _start(self, stream: _Stream) -> None:
         self.streams[stream.id] = stream
-        request = DescribeRequest(stream.spec.url, stream.id, self._stream_config(stream.spec))
-        stream.task = self._spawn(self._watch(stream, request))
+        stream.task = self._spawn(self._supervise(stream))
 
-    async def _watch(self, stream: _Stream, request: DescribeRequest) -> None:
+    async def _supervise(self, stream: _Stream) -> None:
+        """Run the stream's analysis again and again until it is removed (module docstring)."""
+        sup = self.config.supervisor
+        backoff = Backoff(initial=sup.restart_initial_s, maximum=sup.restart_max_s)
+        request = DescribeRequest(stream.spec.url, stream.id, self._stream_config(stream.spec))
+        while True:
+            started = time.monotonic()
+            reason = await self._watch(stream, request)
+            if time.monotonic() - started >= sup.stable_s:
+                backoff.reset()
+            if stream.info.state == "failed" and reason is None:
+                reason = stream.info.reason or "source invalid"
+                await self._close_open_events(stream, reason)
+                delay = sup.failed_retry_s
+            else:
+                reason = reason or "analysis ended"
+                await self._close_open_events(stream, reason)
+                self._transition(stream, StreamState.RECONNECTING, reason, backoff.attempt + 1)
+                delay = backoff.next_delay()
+            logger.warning("stream %s: %s; restarting in %.1fs", stream.id, reason, delay)
+            await asyncio.sleep(delay)
+
+    def _transition(
+        self, stream: _Stream, state: StreamState, reason: str, attempt: int = 0
+    ) -> None:
+        """A state the supervisor decides: the API, the registry and a ``stream`` event."""
+        status = StreamStatus(stream.id, state, stream.media_time, reason=reason, attempt=attempt)
+        event = status_event(status)
+        self.bus.publish_event(event)
+        self.bus.set_stream_state(stream.id, registry_state(event))
+        info = stream.info
+        info.state, info.since, info.reason = state.value, event.wall_start, reason
+        self.metrics.set_state(stream.id, state.value)
+
+    async def _close_open_events(self, stream: _Stream, reason: str) -> None:
+        """Close what the dead analysis left open: ``ongoing: false``, with the reason."""
+        for event in stream.open_events.values():
+            closed = event.model_copy(
+                update={
+                    "ongoing": False,
+                    "end": max(event.end, stream.media_time),
+                    "evidence": {**event.evidence, "closed": {"reason": reason}},
+                }
+            )
+            self.bus.publish_event(closed)
+        stream.open_events.clear()
+
+    async def _watch(self, stream: _Stream, request: DescribeRequest) -> str | None:
+        """One analysis of the stream; returns why it failed, or None when it ended."""
         info = stream.info
         try:
             async for message in self.run(request):
                 if isinstance(message, Progress):
                     stats = stream.progress(message)
+                    stream.media_time = max(stream.media_time, message.media_time)
                     self.metrics.set_stream(
                         stream.id,
                         input_fps=stats.input_fps,
@@ -196,21 +306,25 @@ class PipelineBackend:
                     window = message.output.window
                     info.stats.windows += 1
                     info.last_description = window.description
+                    stream.media_time = max(stream.media_time, window.end)
+                    stream.track(message.output.events)
                     self.metrics.observe_window(window)
                 elif isinstance(message, EventsDone):
+                    stream.track(message.events)
                     for event in message.events:
                         if event.type == "stream":
                             info.state, info.since = event.key, event.wall_start
                             info.reason = event.evidence.get("stream", {}).get("reason")
                             self.metrics.set_state(stream.id, event.key)
                 elif isinstance(message, JobFailed):
-                    info.state, info.reason, info.since = "failed", message.reason, utc_stamp()
+                    return message.reason
         except asyncio.CancelledError:
             info.state, info.since = "stopped", utc_stamp()
             raise
-        except Exception as exc:  # the pipeline call itself broke: report, keep the service up
-            info.state, info.reason, info.since = "failed", str(exc).splitlines()[0], utc_stamp()
-            logger.warning("stream %s failed: %s", stream.id, info.reason)
+        except Exception as exc:  # the pipeline call itself broke (a replica died)
+            detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+            return f"{type(exc).__name__}: {detail}"
+        return None
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -308,7 +422,10 @@ class PipelineBackend:
             windows = []
             for key in keys:
                 for _, fields in await client.xrevrange(key, count=SEARCH_WINDOWS_PER_SOURCE):
-                    windows.append(WindowRecord.model_validate(json.loads(fields[b"json"])))
+                    try:
+                        windows.append(WindowRecord.read_json(fields[b"json"]))
+                    except (KeyError, UnreadableRecord) as exc:
+                        logger.warning("search: skipped an unreadable window of %s: %s", key, exc)
             return windows
         finally:
             await client.aclose()
@@ -323,8 +440,12 @@ class PipelineBackend:
             self.metrics.set_publisher_counts(await self.publisher_metrics())
         return self.metrics.exposition()
 
-    def healthy(self) -> bool:
-        return True
+    async def healthy(self) -> bool:
+        """False when records can no longer reach Redis: this replica's bus, or the
+        Publisher deployment's, lost its sender thread."""
+        if not self.bus.healthy():
+            return False
+        return await self.publisher_healthy() if self.publisher_healthy is not None else True
 
     def _spawn(self, coroutine: Awaitable[None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)

@@ -8,8 +8,9 @@ from mmlm_stream.records import EventRecord, event_id, utc_stamp, window_id
 _SENTENCES = {
     StreamState.CONNECTING: "The stream is connecting.",
     StreamState.STREAMING: "The stream is up.",
+    StreamState.DEGRADED: "The stream is up but results are being dropped.",
     StreamState.RECONNECTING: "The stream dropped and is reconnecting.",
-    StreamState.FAILED: "The stream failed and was given up.",
+    StreamState.FAILED: "The stream failed; it will be tried again later.",
     StreamState.ENDED: "The stream stopped.",
 }
 
@@ -37,3 +38,9 @@ def status_event(status: StreamStatus) -> EventRecord:
         },
         wall_start=utc_stamp(status.wall),
     )
+
+
+def registry_state(event: EventRecord) -> dict[str, object]:
+    """The registry's ``state`` entry that a ``stream`` event stands for, so the hash and
+    the last stream event always say the same."""
+    return {"state": event.key, "since": event.wall_start, **event.evidence["stream"]}
