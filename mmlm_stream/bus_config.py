@@ -46,6 +46,13 @@ class RedisConfig(BaseModel):
     prefix: str = Field(
         "mmlm", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="Prefix of every key and channel."
     )
+    cluster: bool = Field(
+        False,
+        description=(
+            "The URL names a node of a Redis Cluster: keys carry a per-source hash tag "
+            "({prefix}:windows:{<source>}, ...) so each source's keys share one slot."
+        ),
+    )
     probe_timeout_s: float = Field(
         0.5, gt=0, description="How long the default URL may take to answer before falling back."
     )
@@ -67,16 +74,29 @@ class RedisConfig(BaseModel):
         1_000_000, ge=0, description="MAXLEN ~ of the stream of all events; 0 = unbounded."
     )
     retention_s: float | None = Field(
-        None,
+        float(DAY_S),
         gt=0,
-        description="Also trim stream entries older than this (MINID, by entry time); null = off.",
+        description=(
+            "Also trim stream entries older than this (MINID, by entry time), on publish and "
+            "by a periodic sweep of every stream (idle sources too); null = off (then only "
+            "the MAXLEN bounds hold). A camera costs ~2.4 MB of streams per hour kept."
+        ),
+    )
+    retention_sweep_s: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "How often every stream is trimmed to retention_s, idle ones too (one publisher "
+            "per period does it); a sweep SCANs the keyspace, ~1 ms of Redis time per 1000 keys."
+        ),
     )
     dedupe_ttl_s: int = Field(
-        30 * DAY_S,
+        2 * DAY_S,
         ge=1,
         description=(
             "How long a published window/event id is remembered, so re-runs and retries add "
-            "nothing (one small key per id)."
+            "nothing (a ~120-byte key per id: ~0.23 MB per camera-hour); keep it at least "
+            "retention_s."
         ),
     )
     event_ttl_s: int = Field(

@@ -45,7 +45,14 @@ from mmlm_stream.bus import BusKeys
 from mmlm_stream.bus_config import RedisConfig
 from mmlm_stream.errors import ConfigError
 from mmlm_stream.records import EVENT_TYPES, EventRecord, UnreadableRecord, WindowRecord
-from mmlm_stream.redis_server import client_for, connect, error_reason
+from mmlm_stream.redis_server import (
+    RETRYABLE_ERRORS,
+    RedisClient,
+    client_for,
+    connect,
+    error_reason,
+    socket_timeout_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +88,7 @@ class Subscriber:
 
     def __init__(
         self,
-        redis_or_url: redis.Redis | str,
+        redis_or_url: RedisClient | str,
         prefix: str = "mmlm",
         group: str | None = None,
         consumer: str | None = None,
@@ -97,7 +104,8 @@ class Subscriber:
             self.client = client_for(redis_or_url, self.config, socket_timeout=None)
         else:
             self.client = redis_or_url
-        self.keys = BusKeys(prefix)
+        cluster = self.config.cluster or isinstance(self.client, redis.RedisCluster)
+        self.keys = BusKeys(prefix, cluster=cluster)
         self.group = group
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.source = source
@@ -254,7 +262,7 @@ class Subscriber:
 
     def _block_ms(self, block_ms: int) -> int:
         """A blocking read shorter than the client's socket timeout (if it has one)."""
-        timeout = self.client.connection_pool.connection_kwargs.get("socket_timeout")
+        timeout = socket_timeout_of(self.client)
         if timeout:
             return max(10, min(block_ms, int(timeout * 1000) - 500))
         return max(10, block_ms)
@@ -264,7 +272,7 @@ class Subscriber:
         while not self._stop.is_set():
             try:
                 result = call()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except RETRYABLE_ERRORS as exc:
                 if self._down_since is None:
                     self._down_since = time.monotonic()
                     logger.warning("bus: %s; retrying", error_reason(exc))
@@ -419,7 +427,7 @@ def run_subscribe(
     config: RedisConfig,
     out: TextIO | None = None,
     *,
-    client: redis.Redis | None = None,
+    client: RedisClient | None = None,
     block_ms: int = 5000,
 ) -> int:
     """``mmlm-stream subscribe``: print events (readable lines, or JSON lines with ``json``)

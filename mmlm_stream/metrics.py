@@ -16,7 +16,8 @@ Names (all prefixed ``mmlm_``):
   moment the window's media ended (live sources);
 - ``encoder_batch_size{role}`` (histogram), ``encoder_queue_depth{role}`` (gauge);
 - ``redis_published_total``, ``redis_publish_errors_total``, ``redis_dropped_total``,
-  ``redis_buffered``;
+  ``redis_buffered``, ``redis_oom_total``, ``redis_full``, ``redis_trimmed_total``;
+- ``stream_restarts_total{stream}``: analyses the supervisor restarted;
 - API: ``api_requests_total{method,route,status}``, ``api_request_seconds{route}``,
   ``api_sse_clients``, ``api_sse_events_total``, ``api_backend_metrics_up``.
 """
@@ -158,6 +159,21 @@ class PipelineMetrics:
         self.redis_buffered = Gauge(
             "mmlm_redis_buffered", "Records waiting to be sent to Redis.", registry=r
         )
+        self.redis_oom = Counter(
+            "mmlm_redis_oom", "Times Redis answered out of memory (episodes).", registry=r
+        )
+        self.redis_full = Gauge(
+            "mmlm_redis_full", "1 while records wait because Redis is out of memory.", registry=r
+        )
+        self.redis_trimmed = Counter(
+            "mmlm_redis_trimmed", "Entries removed by the retention sweep.", registry=r
+        )
+        self.restarts = Counter(
+            "mmlm_stream_restarts",
+            "Analyses of a live stream restarted by the supervisor.",
+            ["stream"],
+            registry=r,
+        )
         self._totals = _Totals()
 
     # -- per stream ------------------------------------------------------------------------------
@@ -205,7 +221,7 @@ class PipelineMetrics:
 
     def remove_stream(self, stream: str) -> None:
         """Drop a removed stream's series so ``/metrics`` stops showing it."""
-        for metric in (self.input_fps, self.lag, self.frames_dropped, self.windows):
+        for metric in (self.input_fps, self.lag, self.frames_dropped, self.windows, self.restarts):
             _remove(metric, (stream,))
         _remove(self.window_latency, (stream,))
         for name in self._state_names(stream):
@@ -229,11 +245,18 @@ class PipelineMetrics:
             ("published", self.redis_published),
             ("errors", self.redis_errors),
             ("dropped", self.redis_dropped),
+            ("oom", self.redis_oom),
+            ("trimmed", self.redis_trimmed),
         ):
             if name in counts:
                 self._totals.advance(counter, ("redis", name), counts[name])
         if "buffered" in counts:
             self.redis_buffered.set(counts["buffered"])
+        if "full" in counts:
+            self.redis_full.set(counts["full"])
+
+    def stream_restarted(self, stream: str) -> None:
+        self.restarts.labels(stream=stream).inc()
 
     def exposition(self) -> str:
         return generate_latest(self.registry).decode()

@@ -8,6 +8,8 @@ daemon bound to 127.0.0.1, with a random password, an append-only file under
 ``redis.embedded_dir`` (so data survives runs and restarts), and a state file (``server.json``,
 mode 0600) through which the next run finds and reuses it. It outlives the command on purpose:
 ``describe`` then ``subscribe`` see the same data. ``EmbeddedServer.stop()`` ends it.
+With ``redis.cluster`` the URL names any node of a Redis Cluster and ``client_for`` returns a
+``RedisCluster`` client (no embedded fallback: the embedded server is a single node).
 """
 
 from __future__ import annotations
@@ -44,6 +46,20 @@ STATE_FILE = "server.json"
 _START_TIMEOUT_S = 15.0
 _DEFAULT = object()
 
+RedisClient = redis.Redis | redis.RedisCluster
+"""What ``client_for`` returns: one server, or a Redis Cluster (``redis.cluster``)."""
+
+RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
+)
+"""Failures that a later attempt may well not hit again: the server (or a cluster node) is
+away, or a cluster is failing over. ``RedisClusterException`` is what redis-py raises when
+no node of the cluster answers; it is not a ``RedisError``."""
+
 
 class RedisUnavailable(MmlmError):
     """No usable Redis server; the message is one line: ``<url>: <reason>``."""
@@ -69,6 +85,10 @@ def error_reason(exc: BaseException) -> str:
         return "authentication required (put user:password in the URL)"
     if isinstance(exc, redis.TimeoutError):
         return "timed out"
+    if isinstance(exc, redis.exceptions.RedisClusterException) and isinstance(
+        exc.__cause__, redis.RedisError
+    ):
+        return f"no cluster node answers ({error_reason(exc.__cause__)})"
     cause = exc.__cause__ or exc.__context__
     if isinstance(cause, socket.gaierror):
         return "unknown host"
@@ -88,11 +108,13 @@ def client_for(
     *,
     connect_timeout: float | None = None,
     socket_timeout: Any = _DEFAULT,
-) -> redis.Redis:
+) -> RedisClient:
     """A client for ``url`` with the config's timeouts and TLS files and no hidden retries.
 
     redis-py would otherwise retry each failed command itself; the bus has its own
-    buffering and backoff, and callers want a failure to surface at once.
+    buffering and backoff, and callers want a failure to surface at once. A single-server
+    client connects on first use; a cluster client (``config.cluster``) asks the node for the
+    slot map at once, so it raises ``RedisUnavailable`` when no node answers.
     """
     kwargs: dict[str, Any] = {
         "socket_connect_timeout": connect_timeout or config.connect_timeout_s,
@@ -108,9 +130,23 @@ def client_for(
             if value is not None:
                 kwargs[name] = str(value)
     try:
+        if config.cluster:
+            return redis.RedisCluster.from_url(url, **kwargs)
         return redis.Redis.from_url(url, **kwargs)
     except ValueError as exc:
         raise RedisUnavailable(f"{redact(url)}: invalid Redis URL ({exc})") from None
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+        raise RedisUnavailable(f"{redact(url)}: {error_reason(exc)}") from None
+
+
+def socket_timeout_of(client: RedisClient) -> float | None:
+    """The client's per-command socket timeout (None: it waits as long as it takes)."""
+    if isinstance(client, redis.RedisCluster):
+        kwargs = client.nodes_manager.connection_kwargs
+    else:
+        kwargs = client.connection_pool.connection_kwargs
+    timeout = kwargs.get("socket_timeout")
+    return float(timeout) if timeout else None
 
 
 def resolve_url(
@@ -152,7 +188,7 @@ class RedisEndpoint:
     """Where the bus talks to: the URL (may hold a password), a client, and what it is."""
 
     url: str
-    client: redis.Redis
+    client: RedisClient
     embedded: bool
     server: EmbeddedServer | None
 
@@ -161,7 +197,7 @@ class RedisEndpoint:
         return redact(self.url)
 
 
-def _ping(client: redis.Redis) -> None:
+def _ping(client: RedisClient) -> None:
     try:
         client.ping()
     finally:

