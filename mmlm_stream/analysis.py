@@ -133,6 +133,7 @@ class SourceAnalysis:
         self.transcribing: deque[tuple[float, Future[list[TranscriptSegment]]]] = deque()
         self._speech_pool = ThreadPoolExecutor(1, thread_name_prefix=f"speech:{spec.source_id}")
         self._speech_seconds: dict[Future[list[TranscriptSegment]], float] = {}
+        self._open_walls: dict[str, str] = {}  # event id -> wall_start of its open version
         self.progress = 0.0
         self.queue: LiveQueue | None = None
         self._producer_error: Exception | None = None
@@ -221,9 +222,19 @@ class SourceAnalysis:
         return max(0.0, (datetime.now(UTC) - wall).total_seconds())
 
     def _stamp_events(self, events: list[EventRecord]) -> list[EventRecord]:
+        """Wall times of live events. A closing version keeps the ``wall_start`` of its open
+        version: after a reconnect the clock maps media time anew, and a different stamp
+        would make the bus take the closing for another event."""
         for event in events:
-            if event.wall_start is None and (wall := self.live_clock(event.start)) is not None:
-                event.wall_start = utc_stamp(wall)
+            if event.wall_start is None:
+                if event.id in self._open_walls:
+                    event.wall_start = self._open_walls[event.id]
+                elif (wall := self.live_clock(event.start)) is not None:
+                    event.wall_start = utc_stamp(wall)
+            if event.ongoing and event.wall_start is not None:
+                self._open_walls[event.id] = event.wall_start
+            elif not event.ongoing:
+                self._open_walls.pop(event.id, None)
         return events
 
     def _emit(self, outputs: list[WindowOutput]) -> None:

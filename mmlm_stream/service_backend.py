@@ -173,10 +173,12 @@ class PipelineBackend:
             logger.info("resumed stream %s", stream_id)
         for stream_id, stream in list(self.streams.items()):
             if "spec" not in registered.get(stream_id, {}):
-                logger.warning(
-                    "stream %s missing from the registry; registering it again", stream_id
-                )
+                logger.warning("stream %s lost from the registry; registering it again", stream_id)
                 await self._register(stream)
+                if stream.info.state in set(StreamState):
+                    # Redis lost its data: the state and its stream event come back too.
+                    state = StreamState(stream.info.state)
+                    self._transition(stream, state, "registry restored", restore=True)
         return len(registered)
 
     async def _reconcile_forever(self) -> None:
@@ -265,9 +267,18 @@ class PipelineBackend:
             await asyncio.sleep(delay)
 
     def _transition(
-        self, stream: _Stream, state: StreamState, reason: str, attempt: int = 0
+        self,
+        stream: _Stream,
+        state: StreamState,
+        reason: str,
+        attempt: int = 0,
+        *,
+        restore: bool = False,
     ) -> None:
-        """A state the supervisor decides: the API, the registry and a ``stream`` event."""
+        """A state the supervisor decides (or, ``restore``, one Redis lost): the API, the
+        registry and a ``stream`` event say the same."""
+        if restore:
+            reason = stream.info.reason or reason
         status = StreamStatus(stream.id, state, stream.media_time, reason=reason, attempt=attempt)
         event = status_event(status)
         self.bus.publish_event(event)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import itertools
+import logging
 import queue
 import socket
 import threading
@@ -232,3 +233,47 @@ def test_a_flapping_source_is_damped_by_a_growing_backoff():
     drops = [i for i in run.items if _state(StreamState.RECONNECTING)(i)]
     # 0.2 + 0.4 + 0.8 + 1.6 + 3.2 + 4 ... : at most about six drops fit in ten seconds
     assert 2 <= len(drops) <= 8, len(drops)
+
+
+class _AttemptCounter(logging.Handler):
+    """Counts the decoder's failed connect attempts, as it logs them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.attempts = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "connect attempt" in record.getMessage():
+            self.attempts += 1
+
+
+@pytest.mark.slow
+def test_a_source_gone_for_over_a_thousand_attempts_comes_back():
+    """The reconnect loop used to die of OverflowError at attempt 1024 (factor**attempt)."""
+    reconnect = ReconnectConfig(initial_s=0.002, max_s=0.004, jitter=0.0)
+    config = DecodeConfig(frame_fps=2.0, open_timeout_s=5, stall_timeout_s=2, reconnect=reconnect)
+    counter = _AttemptCounter()
+    log = logging.getLogger("mmlm_stream.operators.decode")
+    level = log.level
+    log.addHandler(counter)
+    log.setLevel(logging.INFO)
+    stop = threading.Event()
+    server = TcpTsServer(mpegts_bytes(2.0), 2.0)
+    server.start()
+    run = Collector(iter(decode(server.url, config, stop=stop)))
+    try:
+        run.until(_state(StreamState.STREAMING), timeout=10)
+        server.stop()
+        run.until(_state(StreamState.RECONNECTING), timeout=10)
+        deadline = time.monotonic() + 60
+        while counter.attempts <= 1100 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert counter.attempts > 1100
+        server.start()
+        run.until(_state(StreamState.STREAMING), timeout=15)
+    finally:
+        stop.set()
+        server.stop()
+        log.removeHandler(counter)
+        log.setLevel(level)
+    run.finish()
