@@ -83,7 +83,7 @@ class StreamInfo(_Model):
     id: str
     url: str = Field(description="As registered; a password in it is shown as ***.")
     state: str = Field(
-        description="connecting, streaming, reconnecting, failed or stopped.",
+        description="connecting, streaming, degraded, reconnecting, failed or stopped.",
         examples=["streaming"],
     )
     since: str | None = Field(None, description="When it entered that state (UTC, ISO-8601).")
