@@ -91,6 +91,7 @@ class _Stream:
             labels=spec.labels,
         )
         self.task: asyncio.Task[None] | None = None
+        self.removing = False
         self.open_events: dict[str, EventRecord] = {}
         self.media_time = 0.0
         self._frames: list[tuple[float, int]] = []
@@ -172,6 +173,8 @@ class PipelineBackend:
             self._start(_Stream(spec, stream_id))
             logger.info("resumed stream %s", stream_id)
         for stream_id, stream in list(self.streams.items()):
+            if stream.task is None or stream.removing:
+                continue  # being added or removed right now: the API call owns the registry
             if "spec" not in registered.get(stream_id, {}):
                 logger.warning("stream %s lost from the registry; registering it again", stream_id)
                 await self._register(stream)
@@ -218,10 +221,15 @@ class PipelineBackend:
 
     async def remove_stream(self, stream_id: str) -> None:
         stream = self._stream(stream_id)
-        del self.streams[stream_id]
+        if stream.removing:
+            raise NotFound(f"stream '{stream_id}' is being removed")
+        stream.removing = True
         if stream.task is not None:
             stream.task.cancel()
-        await asyncio.to_thread(self.bus.unregister_stream, stream_id)
+        try:
+            await asyncio.to_thread(self.bus.unregister_stream, stream_id)
+        finally:
+            del self.streams[stream_id]  # only now: the reconciler must not start it again
         self.metrics.remove_stream(stream_id)
 
     def _stream(self, stream_id: str) -> _Stream:
