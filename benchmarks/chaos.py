@@ -5,8 +5,9 @@ redis-server, two live MPEG-TS sources over TCP (``cam1``, ``cam2``), ``serve`` 
 Ray with the tiny model set and 2 s windows (hop 2 s), fast backoff and timeouts (reconnect
 0.02..0.04 s, call timeout 8 s, supervisor restarts 0.5..2 s, reconcile every 2 s). The
 faults, in order: SIGKILL of the Decoder replica, of each encoder replica deployed
-(TextEncoder first), of cam1's aggregator actor, and of the Publisher replica while it holds a
-backlog (``CLIENT PAUSE WRITE`` first, killed once each stream has 2 windows waiting);
+(TextEncoder first), of cam1's aggregator actor, of the Ingress replica, and of the Publisher
+replica while it holds a backlog (``CLIENT PAUSE WRITE`` first, killed once each stream has 2
+windows waiting);
 redis-server stopped 60 s (restarted on the same port, without persistence); ``CLIENT PAUSE``
 10 s; cam1's source gone 60 s (over 1,100 reconnect attempts, counted); the FrameEncoder
 replica hung (SIGSTOP) 20 s; cam1 cut off every second for 15 s; a newer producer's event

@@ -2,14 +2,18 @@
 
 Serve routes each request to any replica, so per-source state (open windows, smoothing,
 ongoing events, the previous description) cannot live in a scaled deployment. Each source
-gets its own actor (named ``mmlm-agg:<source>:<job>`` for inspection) and the decode task
-of that source holds its handle: every item of the source reaches the same state, and
-sources spread over the cluster's CPU nodes.
+gets its own actor and the decode task of that source holds its handle: every item of the
+source reaches the same state, and sources spread over the cluster's CPU nodes. A file's
+actor is named ``mmlm-agg:<source>:<8 hex>`` (jobs may describe the same file at once); a
+live source's is ``mmlm-agg:<source>:live``, one name cluster-wide, which a new analysis
+takes over from any old one (``_take_over``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -19,10 +23,13 @@ import ray
 
 from mmlm_stream.aggregate import Polled, SourceAggregator, WindowOutput
 from mmlm_stream.config import Config
+from mmlm_stream.errors import MmlmError
 from mmlm_stream.evidence import Channel, Evidence
 from mmlm_stream.fusion_head import load_head
 from mmlm_stream.operators.query import TextQueryScorer
 from mmlm_stream.records import EventRecord
+
+logger = logging.getLogger(__name__)
 
 
 class _RemoteText:
@@ -124,6 +131,22 @@ class RemoteAggregation:
             ray.kill(self.actor, no_restart=True)
 
 
+def _take_over(name: str, args: tuple[Any, ...], attempts: int = 50) -> Any:
+    """The one aggregator of a live source, by a cluster-wide actor name: an analysis of the
+    same source still running anywhere (one an ingress lost when it died) has its actor
+    killed here, so it fails at its next call and ends. One analysis per live source."""
+    for _ in range(attempts):
+        try:
+            return SourceAggregatorActor.options(name=name).remote(*args)
+        except ValueError:  # the name is taken
+            with contextlib.suppress(ValueError):
+                old = ray.get_actor(name)
+                logger.warning("%s: ending the analysis that still held it", name)
+                ray.kill(old, no_restart=True)
+            time.sleep(0.2)
+    raise MmlmError(f"{name}: the previous aggregator did not go away")
+
+
 def aggregator_factory(
     source: str,
     config: Config,
@@ -135,9 +158,7 @@ def aggregator_factory(
     """What SourceAnalysis calls to get its state holder once it knows if the source is live."""
 
     def make(live: bool, wall_of: Callable[[float], datetime | None] | None) -> RemoteAggregation:
-        actor = SourceAggregatorActor.options(
-            name=f"mmlm-agg:{source}:{uuid.uuid4().hex[:8]}"
-        ).remote(
+        args = (
             source,
             config.model_dump(mode="json"),
             sorted(c.value for c in channels),
@@ -145,6 +166,9 @@ def aggregator_factory(
             live,
             text_handle,
         )
-        return RemoteAggregation(actor, timeout_s)
+        if not live:
+            name = f"mmlm-agg:{source}:{uuid.uuid4().hex[:8]}"
+            return RemoteAggregation(SourceAggregatorActor.options(name=name).remote(*args))
+        return RemoteAggregation(_take_over(f"mmlm-agg:{source}:live", args), timeout_s)
 
     return make

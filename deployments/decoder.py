@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import ray
@@ -23,6 +23,7 @@ from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 
 from mmlm_stream.analysis import SourceAnalysis
+from mmlm_stream.backoff import Backoff
 from mmlm_stream.config import Config
 from mmlm_stream.deployments.aggregator import aggregator_factory
 from mmlm_stream.deployments.delivery import Delivery
@@ -45,7 +46,8 @@ from mmlm_stream.threads import limit_threads
 
 logger = logging.getLogger(__name__)
 
-ENCODER_ATTEMPTS = 5
+# How long a call waits for Serve to replace a replica that died (models load again).
+REPLACEMENT_WAIT_S = 60.0
 PROGRESS_EVERY_S = 0.5
 QUEUE_SIZE = 64
 
@@ -66,10 +68,31 @@ class ServeEncoders(RoleEncoders):
         self._ids: dict[str, str] | None = None
 
     def run(self, role: Role, items: Sequence[Any]) -> Any:
-        delay = 0.5
-        for attempt in range(1, ENCODER_ATTEMPTS + 1):
+        return self._call(role, lambda handle: handle.remote(list(items)))
+
+    def node_ids(self) -> dict[str, str]:
+        """Deployment name → node id of the replica that answered (one call each)."""
+        return {
+            DEPLOYMENT_NAMES[role]: self._call(role, lambda h: h.node_id.remote())
+            for role in self.roles
+        }
+
+    def model_ids(self) -> dict[str, str]:
+        if self._ids is None:
+            self._ids = {
+                ROLE_RECORD_KEY[role]: self._call(role, lambda h: h.model_id.remote())
+                for role in self.roles
+            }
+        return self._ids
+
+    def _call(self, role: Role, send: Callable[[Any], Any]) -> Any:
+        """One call to a role's deployment; a replica that died is retried (Serve routes
+        the retry to its replacement), an error of the model or a timeout is one line."""
+        backoff = Backoff(initial=0.5, maximum=5.0)
+        deadline = time.monotonic() + REPLACEMENT_WAIT_S
+        while True:
             try:
-                return self.handles[role].remote(list(items)).result(timeout_s=self.timeout_s)
+                return send(self.handles[role]).result(timeout_s=self.timeout_s)
             except TimeoutError as exc:
                 reason = f"{role.value} encoder did not answer within {self.timeout_s:g}s"
                 raise MmlmError(reason) from exc
@@ -78,31 +101,10 @@ class ServeEncoders(RoleEncoders):
                 reason = f"{role.value} encoder failed: {type(cause).__name__}: {cause}"
                 raise MmlmError(reason.splitlines()[0]) from exc
             except RayActorError as exc:
-                if attempt == ENCODER_ATTEMPTS:
+                if time.monotonic() >= deadline:
                     raise
                 logger.warning("%s replica lost (%s); retrying", role.value, type(exc).__name__)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        raise AssertionError("unreachable")
-
-    def node_ids(self) -> dict[str, str]:
-        """Deployment name → node id of the replica that answered (one call each)."""
-        return {
-            DEPLOYMENT_NAMES[role]: self.handles[role]
-            .node_id.remote()
-            .result(timeout_s=self.timeout_s)
-            for role in self.roles
-        }
-
-    def model_ids(self) -> dict[str, str]:
-        if self._ids is None:
-            self._ids = {
-                ROLE_RECORD_KEY[role]: self.handles[role]
-                .model_id.remote()
-                .result(timeout_s=self.timeout_s)
-                for role in self.roles
-            }
-        return self._ids
+                time.sleep(backoff.next_delay())
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=8)

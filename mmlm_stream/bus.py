@@ -306,6 +306,11 @@ class Publisher(ABC):
     def streams(self) -> dict[str, dict[str, Any]]:
         """Registered streams: source -> registration info plus ``state``."""
 
+    def open_events(self, source: str, scan: int = 1000) -> list[EventRecord]:
+        """Events of ``source`` still open (their latest version ongoing) among its last
+        ``scan`` entries: what an analysis that died with its supervisor left open."""
+        return []
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything handed over has been delivered; False on timeout."""
         return True
@@ -620,6 +625,26 @@ class RedisPublisher(Publisher):
     def streams(self) -> dict[str, dict[str, Any]]:
         raw = self._sync(lambda: self.client.hgetall(self.keys.streams))
         return {_text(k): json.loads(v) for k, v in sorted(raw.items())}
+
+    def open_events(self, source: str, scan: int = 1000) -> list[EventRecord]:
+        entries = self._sync(lambda: self.client.xrevrange(self.keys.events(source), count=scan))
+        found: dict[str, EventRecord] = {}
+        for _, fields in entries:
+            try:
+                event = EventRecord.read_json(fields[b"json"])
+            except (KeyError, ValueError):
+                continue
+            if event.ongoing and event.id not in found:
+                found[event.id] = event
+        still_open = []
+        for event in found.values():
+            raw = self._sync(
+                lambda e=event: self.client.hget(self.keys.event(e.id, source), "json")
+            )
+            latest = EventRecord.read_json(raw) if raw else event
+            if latest.ongoing and latest.wall_start == event.wall_start:
+                still_open.append(latest)
+        return still_open
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait for the buffer to drain. A sender waiting out a backoff retries at once."""

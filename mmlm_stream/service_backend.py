@@ -66,6 +66,8 @@ logger = logging.getLogger(__name__)
 Run = Callable[[DescribeRequest], AsyncIterator[JobMessage]]
 Embed = Callable[[list[str]], Awaitable[np.ndarray]]
 SEARCH_WINDOWS_PER_SOURCE = 2000
+# Registry states of a stream whose analysis was running (a resume finds it interrupted).
+RUNNING_STATES = frozenset({"connecting", "streaming", "degraded", "reconnecting"})
 
 
 def window_text(window: WindowRecord) -> str:
@@ -169,8 +171,11 @@ class PipelineBackend:
             spec_json = info.get("spec")
             if stream_id in self.streams or not spec_json:
                 continue
-            spec = StreamSpec.model_validate(spec_json)
-            self._start(_Stream(spec, stream_id))
+            stream = _Stream(StreamSpec.model_validate(spec_json), stream_id)
+            state = (info.get("state") or {}).get("state")
+            if state in RUNNING_STATES:  # its last supervisor died with the service
+                await self._interrupted(stream)
+            self._start(stream)
             logger.info("resumed stream %s", stream_id)
         for stream_id, stream in list(self.streams.items()):
             if stream.task is None or stream.removing:
@@ -183,6 +188,19 @@ class PipelineBackend:
                     state = StreamState(stream.info.state)
                     self._transition(stream, state, "registry restored", restore=True)
         return len(registered)
+
+    async def _interrupted(self, stream: _Stream) -> None:
+        """A stream whose service died: close what it left open, say it reconnects."""
+        reason = "service restarted"
+        try:
+            stream.open_events = {
+                e.id: e for e in await asyncio.to_thread(self.bus.open_events, stream.id)
+            }
+        except MmlmError as exc:
+            logger.warning("stream %s: open events not readable (%s)", stream.id, exc)
+        stream.media_time = max((e.end for e in stream.open_events.values()), default=0.0)
+        await self._close_open_events(stream, reason)
+        self._transition(stream, StreamState.RECONNECTING, reason)
 
     async def _reconcile_forever(self) -> None:
         while True:

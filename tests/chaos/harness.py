@@ -1399,6 +1399,11 @@ def standard_faults(
             "SIGKILL aggregator actor of cam1",
         ),
         Fault(
+            "kill-Ingress",
+            lambda s: kill_replica("Ingress"),
+            "SIGKILL Ingress replica (its supervisors; the restarted one resumes the streams)",
+        ),
+        Fault(
             "kill-Publisher-backlog",
             lambda s: publisher_backlog(service=s),
             "SIGKILL Publisher replica holding a backlog (Redis writes paused)",

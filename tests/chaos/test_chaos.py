@@ -90,6 +90,11 @@ def test_sigkill_aggregator_actor(chaos: ChaosService) -> None:
     _survive(chaos, FAULTS["kill-aggregator-cam1"])
 
 
+def test_sigkill_ingress_replica(chaos: ChaosService) -> None:
+    """The analyses the dead ingress supervised are taken over, not left running twice."""
+    _survive(chaos, FAULTS["kill-Ingress"])
+
+
 def test_sigkill_publisher_replica_with_a_backlog(chaos: ChaosService) -> None:
     _survive(chaos, FAULTS["kill-Publisher-backlog"])
 
