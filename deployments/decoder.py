@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import ray
@@ -43,6 +44,7 @@ from mmlm_stream.models.roles import Role
 from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.outbox import Outbox
 from mmlm_stream.threads import limit_threads
+from mmlm_stream.url_policy import api_policy
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +170,8 @@ class Decoder:
         self, request: DescribeRequest, config: Config, put: Any, stop: threading.Event
     ) -> Any:
         spec = resolve_source(request.target, request.source_id)
+        if request.untrusted:  # today's policy, also for a stream resumed from the registry
+            spec = replace(spec, policy=api_policy(config.api))
         live = config.decode.live
         if live is None:
             live = spec.live_by_scheme or config.decode.loop

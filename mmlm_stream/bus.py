@@ -76,13 +76,13 @@ from mmlm_stream.bus_config import RedisConfig
 from mmlm_stream.channels import StreamStatus
 from mmlm_stream.errors import MmlmError
 from mmlm_stream.records import EventRecord, WindowRecord, utc_stamp
+from mmlm_stream.redaction import redact_url
 from mmlm_stream.redis_server import (
     RETRYABLE_ERRORS,
     RedisClient,
     RedisUnavailable,
     client_for,
     error_reason,
-    redact,
 )
 
 logger = logging.getLogger(__name__)
@@ -525,7 +525,7 @@ class RedisPublisher(Publisher):
         self._client_lock = threading.Lock()
         if isinstance(redis_or_url, str):
             self._url = redis_or_url
-            self.url = redact(redis_or_url)
+            self.url = redact_url(redis_or_url)
             cluster = self.config.cluster
             if not cluster:
                 self._client = client_for(redis_or_url, self.config)

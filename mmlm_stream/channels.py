@@ -12,6 +12,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from mmlm_stream.redaction import redact_text
+
 AUDIO_SAMPLE_RATE = 16_000
 
 
@@ -103,6 +105,10 @@ class StreamStatus:
     reason: str | None = None
     attempt: int = 0
 
+    def __post_init__(self) -> None:
+        if self.reason is not None:
+            object.__setattr__(self, "reason", redact_text(self.reason))
+
     @property
     def sort_time(self) -> float:
         return self.time
@@ -115,6 +121,10 @@ class DecodeWarning:
     source: str
     time: float
     reason: str
+
+    def __post_init__(self) -> None:
+        # The reason names the input's URL; it reaches logs, records and API clients.
+        object.__setattr__(self, "reason", redact_text(self.reason))
 
     @property
     def sort_time(self) -> float:

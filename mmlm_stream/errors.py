@@ -6,6 +6,8 @@ message here must stand on its own.
 
 from __future__ import annotations
 
+from mmlm_stream.redaction import redact_text, redact_url
+
 
 class MmlmError(Exception):
     """Base class of every error the user is meant to read."""
@@ -17,10 +19,10 @@ class SourceError(MmlmError):
     ``reconnecting``."""
 
     def __init__(self, source: str, reason: str, *, permanent: bool = False) -> None:
-        self.source = source
-        self.reason = reason
+        self.source = redact_url(source)  # messages travel to logs, files and API clients
+        self.reason = redact_text(reason)
         self.permanent = permanent
-        super().__init__(f"{source}: {reason}")
+        super().__init__(f"{self.source}: {self.reason}")
 
 
 class ConfigError(MmlmError):

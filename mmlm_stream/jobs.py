@@ -12,9 +12,13 @@ from mmlm_stream.records import EventRecord
 
 @dataclass(frozen=True)
 class DescribeRequest:
+    """One input to analyse; ``untrusted``: an API caller named it, so it is opened under
+    the URL policy of ``config['api']`` (``mmlm_stream.url_policy``)."""
+
     target: str
     source_id: str
     config: dict[str, Any]
+    untrusted: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pysubs2
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from mmlm_stream.aggregate import WindowOutput
 from mmlm_stream.evidence import Channel
 from mmlm_stream.models.roles import TranscriptSegment
 from mmlm_stream.records import EventRecord, LabelScore, WindowRecord, utc_stamp
+from mmlm_stream.redaction import redact_text, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,16 @@ class SummaryRecord(BaseModel):
     )
     created_at: str
 
+    @field_validator("input")
+    @classmethod
+    def _redact_input(cls, value: str) -> str:
+        return redact_url(value)
+
+    @field_validator("warnings")
+    @classmethod
+    def _redact_warnings(cls, value: list[str]) -> list[str]:
+        return [redact_text(line) for line in value]
+
 
 class ErrorRecord(BaseModel):
     schema_: Literal["mmlm.error/1"] = Field("mmlm.error/1", alias="schema")
@@ -61,6 +72,16 @@ class ErrorRecord(BaseModel):
     input: str
     reason: str
     created_at: str
+
+    @field_validator("input")
+    @classmethod
+    def _redact_input(cls, value: str) -> str:
+        return redact_url(value)
+
+    @field_validator("reason")
+    @classmethod
+    def _redact_reason(cls, value: str) -> str:
+        return redact_text(value)
 
 
 def paths(out_dir: Path, source: str) -> dict[str, Path]:

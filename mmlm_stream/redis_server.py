@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -37,6 +37,7 @@ from redis.retry import Retry
 from mmlm_stream.bus_config import RedisConfig
 from mmlm_stream.errors import MmlmError
 from mmlm_stream.file_lock import exclusive
+from mmlm_stream.redaction import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -63,18 +64,6 @@ no node of the cluster answers; it is not a ``RedisError``."""
 
 class RedisUnavailable(MmlmError):
     """No usable Redis server; the message is one line: ``<url>: <reason>``."""
-
-
-def redact(url: str) -> str:
-    """The URL with its password replaced, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def error_reason(exc: BaseException) -> str:
@@ -134,9 +123,9 @@ def client_for(
             return redis.RedisCluster.from_url(url, **kwargs)
         return redis.Redis.from_url(url, **kwargs)
     except ValueError as exc:
-        raise RedisUnavailable(f"{redact(url)}: invalid Redis URL ({exc})") from None
+        raise RedisUnavailable(f"{redact_url(url)}: invalid Redis URL ({exc})") from None
     except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
-        raise RedisUnavailable(f"{redact(url)}: {error_reason(exc)}") from None
+        raise RedisUnavailable(f"{redact_url(url)}: {error_reason(exc)}") from None
 
 
 def socket_timeout_of(client: RedisClient) -> float | None:
@@ -194,7 +183,7 @@ class RedisEndpoint:
 
     @property
     def display_url(self) -> str:
-        return redact(self.url)
+        return redact_url(self.url)
 
 
 def _ping(client: RedisClient) -> None:
@@ -234,15 +223,15 @@ def connect(
             exc, redis.ConnectionError | redis.TimeoutError
         ) and not isinstance(exc, answered)
         if explicit or not nobody_home:
-            raise RedisUnavailable(f"{redact(url)}: {reason}") from None
+            raise RedisUnavailable(f"{redact_url(url)}: {reason}") from None
         if not allow_embedded:
             raise RedisUnavailable(
-                f"{redact(url)}: {reason} (embedded Redis off; set REDIS_URL or start one)"
+                f"{redact_url(url)}: {reason} (embedded Redis off; set REDIS_URL or start one)"
             ) from None
         server = ensure_embedded(config)
         verb = "started" if server.started else "using"
         notice = (
-            f"no Redis at {redact(url)} ({reason}); {verb} the embedded Redis {server.version} "
+            f"no Redis at {redact_url(url)} ({reason}); {verb} the embedded Redis {server.version} "
             f"on 127.0.0.1:{server.port} (pid {server.pid}, data in {server.data_dir})"
         )
         (on_notice or logger.warning)(notice)

@@ -4,8 +4,9 @@ typed requests and answers that cross it (SPEC section 7).
 The API (``mmlm_stream.api``) validates requests and enforces policy (auth, URL allowlist,
 limits) before it calls the backend, and turns the backend's errors into HTTP answers:
 
-- ``NotFound`` (a ``LookupError``) -> 404, ``Conflict`` -> 409, ``ConfigError`` -> 400,
-  any other ``MmlmError`` (e.g. ``RedisUnavailable``) -> 502, anything else -> 500 (logged).
+- ``NotFound`` (a ``LookupError``) -> 404, ``Conflict`` -> 409, ``TooMany`` -> 429,
+  ``ConfigError`` -> 400, any other ``MmlmError`` (e.g. ``RedisUnavailable``) -> 502,
+  anything else -> 500 (logged).
 
 Every backend method may be synchronous or a coroutine function; both are called on the
 ingress's event loop (so a sync method may start asyncio tasks, and state needs no locks).
@@ -34,6 +35,10 @@ class NotFound(MmlmError, LookupError):
 
 class Conflict(MmlmError):
     """The request clashes with what exists, e.g. a stream id already registered (409)."""
+
+
+class TooMany(MmlmError):
+    """A limit of streams or jobs is reached (429): say which, so the caller can act."""
 
 
 class _Model(BaseModel):

@@ -47,7 +47,8 @@ from mmlm_stream.metrics import PipelineMetrics
 from mmlm_stream.operators.source import assign_source_ids, resolve_source
 from mmlm_stream.outputs import is_done, write_job
 from mmlm_stream.records import EventRecord, UnreadableRecord, WindowRecord, utc_stamp
-from mmlm_stream.redis_server import redact
+from mmlm_stream.redaction import redact_url
+from mmlm_stream.sealed import Sealer, Unsealable
 from mmlm_stream.service import (
     Conflict,
     JobInfo,
@@ -58,6 +59,7 @@ from mmlm_stream.service import (
     StreamInfo,
     StreamSpec,
     StreamStats,
+    TooMany,
 )
 from mmlm_stream.stream_events import registry_state, status_event
 
@@ -86,7 +88,7 @@ class _Stream:
         self.id = stream_id
         self.info = StreamInfo(
             id=stream_id,
-            url=redact(spec.url),
+            url=redact_url(spec.url),
             state="connecting",
             since=utc_stamp(),
             name=spec.name,
@@ -147,6 +149,8 @@ class PipelineBackend:
         self.publisher_metrics = publisher_metrics
         self.publisher_healthy = publisher_healthy
         self.metrics = PipelineMetrics()
+        token = config.api.token()
+        self.sealer = Sealer.from_secret(token) if token else Sealer.from_folder(jobs_dir)
         self.streams: dict[str, _Stream] = {}
         self.jobs: dict[str, JobInfo] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -171,6 +175,12 @@ class PipelineBackend:
             spec_json = info.get("spec")
             if stream_id in self.streams or not spec_json:
                 continue
+            if info.get("sealed_url"):
+                try:
+                    spec_json = {**spec_json, "url": self.sealer.open(info["sealed_url"])}
+                except Unsealable as exc:
+                    logger.warning("stream %s not resumed: %s", stream_id, exc)
+                    continue
             stream = _Stream(StreamSpec.model_validate(spec_json), stream_id)
             state = (info.get("state") or {}).get("state")
             if state in RUNNING_STATES:  # its last supervisor died with the service
@@ -211,9 +221,13 @@ class PipelineBackend:
                 logger.exception("reconcile failed; trying again")
 
     async def _register(self, stream: _Stream) -> None:
-        await asyncio.to_thread(
-            self.bus.register_stream, stream.id, {"spec": stream.spec.model_dump(mode="json")}
-        )
+        """The spec in the registry shows a redacted URL; the full one is sealed."""
+        url = stream.spec.url
+        entry: dict[str, Any] = {"spec": stream.spec.model_dump(mode="json")}
+        if redact_url(url) != url:
+            entry["spec"]["url"] = redact_url(url)
+            entry["sealed_url"] = self.sealer.seal(url)
+        await asyncio.to_thread(self.bus.register_stream, stream.id, entry)
 
     # -- streams ---------------------------------------------------------------------------
 
@@ -221,6 +235,10 @@ class PipelineBackend:
         stream_id = spec.id or resolve_source(spec.url).source_id
         if stream_id in self.streams:
             raise Conflict(f"stream '{stream_id}' already exists")
+        if len(self.streams) >= self.config.api.max_streams:
+            raise TooMany(
+                f"the service runs {len(self.streams)} streams, its limit (api.max_streams)"
+            )
         stream = _Stream(spec, stream_id)
         self.streams[stream_id] = stream  # taken before the first await: one POST wins
         try:
@@ -273,7 +291,9 @@ class PipelineBackend:
         """Run the stream's analysis again and again until it is removed (module docstring)."""
         sup = self.config.supervisor
         backoff = Backoff(initial=sup.restart_initial_s, maximum=sup.restart_max_s)
-        request = DescribeRequest(stream.spec.url, stream.id, self._stream_config(stream.spec))
+        request = DescribeRequest(
+            stream.spec.url, stream.id, self._stream_config(stream.spec), untrusted=True
+        )
         while True:
             started = time.monotonic()
             reason = await self._watch(stream, request)
@@ -367,6 +387,9 @@ class PipelineBackend:
     # -- jobs ------------------------------------------------------------------------------
 
     def submit_job(self, request: JobRequest) -> JobInfo:
+        active = sum(job.state in ("queued", "running") for job in self.jobs.values())
+        if active >= self.config.api.max_jobs:
+            raise TooMany(f"{active} jobs are queued or running, the limit (api.max_jobs)")
         job_id = uuid.uuid4().hex[:12]
         ids = assign_source_ids(request.inputs)
         job = JobInfo(
@@ -406,7 +429,9 @@ class PipelineBackend:
     async def _describe_input(self, item: JobInput, out: Path) -> str | None:
         assert item.source is not None
         spec = resolve_source(item.input, item.source)
-        request = DescribeRequest(spec.url, spec.source_id, self.config.model_dump(mode="json"))
+        request = DescribeRequest(
+            spec.url, spec.source_id, self.config.model_dump(mode="json"), untrusted=True
+        )
 
         def count(message: JobMessage) -> None:
             if isinstance(message, WindowDone):

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from mmlm_stream.url_policy import UrlPolicy
+
 LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "udp", "tcp", "srt", "rtp"})
 NETWORK_SCHEMES = LIVE_SCHEMES | {"http", "https", "hls"}
 
@@ -19,12 +21,18 @@ SOURCE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
-    """An input ready to open: ``url`` is what FFmpeg gets, ``path`` is set for local files."""
+    """An input ready to open: ``url`` is what FFmpeg gets, ``path`` is set for local files.
+
+    ``policy`` is set for a source an API caller named: every connection made for it, and
+    every file, passes that policy (``container.open_container``). None: the operator's own
+    input, opened as given.
+    """
 
     url: str
     source_id: str
     path: Path | None
     scheme: str
+    policy: UrlPolicy | None = None
 
     @property
     def is_file(self) -> bool:
