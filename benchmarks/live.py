@@ -402,7 +402,7 @@ def main() -> None:
         decode=DecodeConfig(frame_fps=1.0),
         models=ModelsConfig(device="cpu"),
         redis=RedisConfig(url=args.redis_url, embedded=False, prefix=prefix),
-        api=ApiConfig(),
+        api=ApiConfig(allow_internal=["127.0.0.0/8"]),
     )
     with tempfile.TemporaryDirectory(prefix="mmlm-live-bench-") as tmp:
         info = write_sample(Path(tmp) / "sample.mkv", duration_s=args.duration_s, speech=True)

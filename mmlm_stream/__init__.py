@@ -1,3 +1,9 @@
 """mmlm-stream: distributed streaming video understanding on Ray Serve."""
 
+from mmlm_stream import redaction as _redaction
+
 __version__ = "0.1.0"
+
+# Every process that loads the package (CLI, Serve replicas, actors) redacts credentials
+# from each log record it makes, whoever logs it (SPEC section 7).
+_redaction.install()

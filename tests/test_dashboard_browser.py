@@ -225,7 +225,7 @@ def service(
         models=tiny_models,
         window=WindowConfig(window_s=2.0, hop_s=2.0, max_lateness_s=2.0),
         redis=RedisConfig(url=redis.url, embedded=False),
-        api=ApiConfig(api_token=TOKEN),
+        api=ApiConfig(api_token=TOKEN, allow_internal=["127.0.0.0/8"]),
     )
     try:
         batch.start_ray(None)

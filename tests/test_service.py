@@ -49,7 +49,12 @@ def test_streams_added_removed_and_resumed_after_a_restart(tmp_path: Path, tiny_
         models=tiny_models,
         window=WindowConfig(window_s=2.0, hop_s=2.0, max_lateness_s=2.0),
         redis=RedisConfig(url=redis.url, embedded=False),
-        api=ApiConfig(api_token=TOKEN, allow_local_files=True, local_roots=[tmp_path]),
+        api=ApiConfig(
+            api_token=TOKEN,
+            allow_local_files=True,
+            local_roots=[tmp_path],
+            allow_internal=["127.0.0.0/8"],
+        ),
     )
     port = free_port()
     base = f"http://127.0.0.1:{port}"

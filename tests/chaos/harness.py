@@ -793,7 +793,7 @@ class ChaosService:
             redis=RedisConfig(
                 url=self.redis_server.url, embedded=False, retry_initial_s=0.2, retry_max_s=1.0
             ),
-            api=ApiConfig(api_token=TOKEN),
+            api=ApiConfig(api_token=TOKEN, allow_internal=["127.0.0.0/8"]),
             events=EventsConfig.model_validate({"include_defaults": True, "rules": [TONE_RULE]}),
         )
         return apply_override(apply_override(base, self.override), env_override())

@@ -1,0 +1,66 @@
+"""Caps on streams and jobs: past them the backend says so (429) instead of queueing work
+that would sit in ``connecting`` forever."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from test_api import make_client
+
+from mmlm_stream.api_config import ApiConfig
+from mmlm_stream.bus import NullPublisher
+from mmlm_stream.config import Config
+from mmlm_stream.jobs import DescribeRequest, JobMessage
+from mmlm_stream.service import JobRequest, StreamSpec, TooMany
+from mmlm_stream.service_backend import PipelineBackend
+
+
+async def _never(request: DescribeRequest) -> AsyncIterator[JobMessage]:
+    await asyncio.Event().wait()
+    yield  # type: ignore[misc]
+
+
+def _backend(tmp_path: Path, **api: int) -> PipelineBackend:
+    config = Config(api=ApiConfig(**api))
+    return PipelineBackend(config, _never, lambda texts: [], NullPublisher(), None, tmp_path)
+
+
+def test_streams_past_api_max_streams_are_refused(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        backend = _backend(tmp_path, max_streams=2)
+        await backend.add_stream(StreamSpec(id="a", url="rtsp://cam.example/a"))
+        await backend.add_stream(StreamSpec(id="b", url="rtsp://cam.example/b"))
+        with pytest.raises(TooMany, match=r"api\.max_streams"):
+            await backend.add_stream(StreamSpec(id="c", url="rtsp://cam.example/c"))
+        await backend.remove_stream("a")
+        await backend.add_stream(StreamSpec(id="c", url="rtsp://cam.example/c"))
+        await backend.close()
+
+    asyncio.run(scenario())
+
+
+def test_jobs_past_api_max_jobs_are_refused(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        backend = _backend(tmp_path, max_jobs=1)
+        backend.submit_job(JobRequest(inputs=["https://archive.example/a.mp4"]))
+        with pytest.raises(TooMany, match=r"api\.max_jobs"):
+            backend.submit_job(JobRequest(inputs=["https://archive.example/b.mp4"]))
+        await backend.close()
+
+    asyncio.run(scenario())
+
+
+class _Full:
+    def add_stream(self, spec: StreamSpec) -> None:
+        raise TooMany("the service runs 64 streams, its limit (api.max_streams)")
+
+
+def test_a_reached_limit_is_429_with_the_reason() -> None:
+    with make_client(_Full()) as client:
+        answer = client.post("/streams", json={"url": "rtsp://cam.example/a"})
+    assert answer.status_code == 429
+    assert answer.headers["retry-after"] == "30"
+    assert answer.json() == {"detail": "the service runs 64 streams, its limit (api.max_streams)"}
