@@ -11,7 +11,7 @@ import json
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,11 @@ from redis_fixtures import RedisServer, free_port
 
 from mmlm_stream.channels import AudioChunk, ChannelItem, Frame, StreamState, StreamStatus
 from mmlm_stream.cli import main
+from mmlm_stream.api_config import ApiConfig
 from mmlm_stream.config import DecodeConfig
 from mmlm_stream.operators.decode import decode
+from mmlm_stream.operators.source import resolve_source
+from mmlm_stream.url_policy import REFUSED, api_policy
 
 pytestmark = pytest.mark.live
 
@@ -112,6 +115,24 @@ def test_rtsp_camera_decodes_frames_and_contiguous_audio_in_media_order(rtsp_ser
     # at 0.9 decodes to ~0.89; silence to 0)
     peak = {round(c.start): float(np.abs(c.samples).max()) for c in chunks}
     assert peak[0] > 0.8 and peak[4] < 0.01 and peak[5] < 0.01
+
+
+def test_an_api_callers_rtsp_camera_opens_under_the_url_policy(rtsp_server):
+    """Pinned to the checked address with RTSP's protocols only; loopback needs allow_internal."""
+    config = DecodeConfig(frame_fps=2.0, open_timeout_s=10, stall_timeout_s=5, live=True)
+    allowed = api_policy(ApiConfig(allow_internal=["127.0.0.0/8"]))
+    stop = threading.Event()
+    frames = 0
+    spec = replace(resolve_source(rtsp_server.url, "cam"), policy=allowed)
+    for item in decode(spec, config, stop=stop):
+        frames += isinstance(item, Frame)
+        if frames >= 4:
+            stop.set()
+    assert frames >= 4
+    refused = replace(resolve_source(rtsp_server.url, "cam"), policy=api_policy(ApiConfig()))
+    states = [i for i in decode(refused, config) if isinstance(i, StreamStatus)]
+    assert [s.state for s in states] == [StreamState.CONNECTING, StreamState.FAILED]
+    assert states[-1].reason == REFUSED
 
 
 @pytest.mark.ray
