@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from ray.serve import Application
@@ -28,14 +29,39 @@ class _Roles(RoleEncoders):
         return {}
 
 
-def build_app(args: dict[str, Any]) -> Application:
-    """args: ``config_file`` (YAML path) or ``config`` (dict), ``deployments`` (name → Serve
-    options, as in the Serve config), ``redis_url`` (publish there when given; default
-    $REDIS_URL), ``service`` (put the HTTP ingress in front), ``jobs_dir``."""
+def app_config(args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """The config ``build_app`` runs with, where it runs (a pod, the CLI).
+
+    ``config_file`` (YAML path, or null for none) is overlaid by the ``MMLM_*`` variables of
+    ``environ`` (default: this process's), exactly as ``load_config`` does for the CLI; an
+    inline ``config`` is taken as complete: the CLI passes one it already overlaid and then
+    adjusted (``watch --loop``), which the environment must not undo.
+
+    With ``service`` the API is checked as ``serve`` checks it: no token on an address other
+    than loopback is a ``ConfigError`` (``http_host``: where the Serve proxies listen; absent
+    on a cluster, which counts as not loopback), and the Host header allow-list is resolved
+    for that address, so the ingress replicas need not know it.
+    """
     if args.get("config") is not None:
         config = Config.model_validate(args["config"])
     else:
-        config = load_config(args.get("config_file"))
+        config = load_config(args.get("config_file"), environ)
+    if not args.get("service"):
+        return config
+    host = args.get("http_host")
+    config.api.require_token_for(host)
+    api = config.api.model_copy(
+        update={"allowed_hosts_header": config.api.host_header_patterns(host)}
+    )
+    return config.model_copy(update={"api": api})
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """args: ``config_file`` (YAML path) or ``config`` (dict), ``deployments`` (name → Serve
+    options, as in the Serve config), ``redis_url`` (publish there when given; default
+    $REDIS_URL), ``service`` (put the HTTP ingress in front), ``http_host`` (the address the
+    Serve proxies listen on; see ``app_config``), ``jobs_dir``."""
+    config = app_config(args)
     options: dict[str, dict[str, Any]] = args.get("deployments") or {}
     models = config.models.model_dump(mode="json")
     encoders = {}

@@ -12,11 +12,14 @@ Policy, before the backend sees a request:
   Anything else gets 401 with ``WWW-Authenticate: Bearer``. ``GET /`` without the token is a
   401 too, whose body is the dashboard itself: the page holds no data, asks for the token and
   sends it with every call (so a browser can sign in), while the status tells scripts the truth.
-- Sources: stream URLs and job inputs must use an allowed scheme (``api.allowed_schemes``) and
-  name a host (within ``api.allowed_hosts`` when set); ``file://``, local paths and devices
-  only with ``api.allow_local_files`` (absolute, no ``..``, inside ``api.local_roots`` when
-  set). Refusals are 400 with a one-line reason; malformed bodies 422; bodies over
-  ``api.max_body_bytes`` 413.
+- Host: only the service's own names (``api.allowed_hosts_header``; ``host_header``), so a
+  DNS-rebinding page cannot reach a loopback service.
+- Sources: stream URLs and job inputs pass the URL policy (``url_policy``: schemes, every
+  resolved address, internal ranges only with ``api.allow_internal``, no FFmpeg listen
+  options; local files only with ``api.allow_local_files``, inside ``api.local_roots``).
+  Refusals are 400 with one reason whatever the cause (the log has the detail); malformed
+  bodies 422; bodies over ``api.max_body_bytes`` 413; past ``api.max_streams`` or
+  ``api.max_jobs`` 429. Credentials in URLs are shown as ``***``.
 - Errors are ``{"detail": "<one line>"}``; backend errors map by type (``service`` module).
 
 ``/events`` tails ``{prefix}:events`` (or ``{prefix}:events:{source}``) with XREAD BLOCK on a
@@ -37,14 +40,12 @@ import base64
 import hashlib
 import hmac
 import inspect
-import ipaddress
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from fnmatch import fnmatchcase
+from functools import partial
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import PurePosixPath
@@ -69,8 +70,10 @@ from mmlm_stream.bus import BusKeys
 from mmlm_stream.bus_config import RedisConfig
 from mmlm_stream.client import EVENT_TYPES
 from mmlm_stream.errors import ConfigError, MmlmError
+from mmlm_stream.host_header import HostHeaderCheck
 from mmlm_stream.metrics import CONTENT_TYPE, ApiMetrics
-from mmlm_stream.redis_server import error_reason, redact
+from mmlm_stream.redaction import redact_text, redact_url
+from mmlm_stream.redis_server import error_reason
 from mmlm_stream.service import (
     SOURCE_ID_PATTERN,
     Conflict,
@@ -81,6 +84,15 @@ from mmlm_stream.service import (
     ServiceBackend,
     StreamInfo,
     StreamSpec,
+    TooMany,
+)
+from mmlm_stream.url_policy import (
+    REFUSED,
+    Resolver,
+    UrlPolicy,
+    UrlRefused,
+    api_policy,
+    resolve_host,
 )
 
 logger = logging.getLogger(__name__)
@@ -90,7 +102,6 @@ ENTRY_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
 OPEN_PATHS = frozenset({"/healthz"})
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
 _GLOB_CHARS = re.compile(r"[*?\[]")
-_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 _SSE_CLIENT_NAME = "mmlm-stream-sse"
 
 StreamIdPath = Annotated[str, Path(pattern=SOURCE_ID_PATTERN, description="Stream id")]
@@ -104,9 +115,12 @@ class PolicyError(ValueError):
 # -- source policy ---------------------------------------------------------------------------------
 
 
-def check_source(value: str, config: ApiConfig, *, allow_glob: bool = False) -> str:
-    """``value`` stripped, if the API may hand it to the pipeline (module docstring); else
-    ``PolicyError`` naming the reason."""
+def check_source(
+    value: str, config: ApiConfig, *, allow_glob: bool = False, resolve: Resolver = resolve_host
+) -> str:
+    """``value`` stripped, if the API may hand it to the pipeline (``url_policy``); else
+    ``PolicyError``. A refusal by the URL policy has one reason whatever the cause (the
+    log has the detail): distinct reasons would let callers map the network."""
     text = value.strip()
     if not text:
         raise PolicyError("empty source")
@@ -114,75 +128,50 @@ def check_source(value: str, config: ApiConfig, *, allow_glob: bool = False) -> 
         raise PolicyError(f"longer than {config.max_url_chars} characters")
     if any(ord(char) < 32 or ord(char) == 127 for char in text):
         raise PolicyError("contains control characters")
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
-    if not scheme or _WINDOWS_DRIVE.match(text):
-        _check_local(text, config, allow_glob=allow_glob)
-        return text
-    if scheme == "file":
-        if not config.allow_local_files:
-            raise PolicyError("file:// URLs are not allowed (api.allow_local_files is off)")
-        if parts.netloc not in ("", "localhost"):
-            raise PolicyError("file:// URLs must not name a host")
-        _check_local(unquote(parts.path), config, allow_glob=allow_glob)
-        return text
-    if scheme not in config.allowed_schemes:
-        allowed = ", ".join(config.allowed_schemes) or "none"
-        raise PolicyError(f"URL scheme '{scheme}' is not allowed (allowed: {allowed})")
-    if any(char.isspace() for char in text):
-        raise PolicyError("a URL must not contain spaces (encode them as %20)")
+    policy = api_policy(config, resolve)
     try:
-        host, _ = parts.hostname, parts.port
-    except ValueError as exc:
-        raise PolicyError(f"not a valid URL ({exc})") from None
-    if not host:
-        raise PolicyError(f"{scheme}:// URL names no host")
-    if not _host_allowed(host, config.allowed_hosts):
-        raise PolicyError(f"host '{host}' is not allowed (api.allowed_hosts)")
+        parts = urlsplit(text)
+        if parts.scheme.lower() == "file" or (not parts.scheme and text.startswith("/")):
+            if parts.scheme and parts.netloc not in ("", "localhost"):
+                raise UrlRefused(text, "file:// URLs must not name a host")
+            _check_local(unquote(parts.path) if parts.scheme else text, policy, allow_glob)
+        else:
+            policy.check(text)
+    except UrlRefused as exc:
+        logger.warning("api: %s: %s", redact_url(text), exc.detail)
+        raise PolicyError(f"{redact_url(text)}: {REFUSED}") from None
+    except ValueError:
+        raise PolicyError(f"{redact_url(text)}: {REFUSED}") from None
     return text
 
 
-def _check_local(path: str, config: ApiConfig, *, allow_glob: bool) -> None:
-    if not config.allow_local_files:
-        raise PolicyError("local paths and devices are not allowed (api.allow_local_files is off)")
-    pure = PurePosixPath(path.replace("\\", "/"))
-    if not (pure.is_absolute() or _WINDOWS_DRIVE.match(path)):
-        raise PolicyError("a local path must be absolute")
-    if ".." in pure.parts:
-        raise PolicyError("a local path must not contain '..'")
-    if not allow_glob and _GLOB_CHARS.search(path):
-        raise PolicyError("wildcards are only accepted in job inputs")
-    if not config.local_roots:
-        return
+def _check_local(path: str, policy: UrlPolicy, allow_glob: bool) -> None:
     wildcard = _GLOB_CHARS.search(path)
-    resolved = os.path.realpath((path[: wildcard.start()] if wildcard else path) or "/")
-    for root in config.local_roots:
-        real_root = os.path.realpath(root)
-        if resolved == real_root or resolved.startswith(real_root.rstrip(os.sep) + os.sep):
-            return
-    raise PolicyError("a local path must lie inside api.local_roots")
-
-
-def _host_allowed(host: str, patterns: list[str]) -> bool:
-    if not patterns:
-        return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        address = None
-    for pattern in patterns:
-        if "/" in pattern:
-            if address is not None and address in ipaddress.ip_network(pattern, strict=False):
-                return True
-        elif fnmatchcase(host.lower(), pattern.lower()):
-            return True
-    return False
+    if wildcard and not allow_glob:
+        raise UrlRefused(path, "wildcards are only accepted in job inputs")
+    if ".." in PurePosixPath(path).parts:
+        raise UrlRefused(path, "a local path must not contain '..'")
+    policy.check_local((path[: wildcard.start()] or "/") if wildcard else path)
 
 
 def _public(info: StreamInfo) -> StreamInfo:
     """The stream as shown to clients: a password in its URL replaced by ***."""
-    shown = redact(info.url)
+    shown = redact_url(info.url)
     return info if shown == info.url else info.model_copy(update={"url": shown})
+
+
+def _public_job(info: JobInfo) -> JobInfo:
+    """The job as shown to clients: credentials in its inputs and errors masked."""
+    inputs = [
+        item.model_copy(
+            update={
+                "input": redact_url(item.input),
+                "error": redact_text(item.error) if item.error else item.error,
+            }
+        )
+        for item in info.inputs
+    ]
+    return info.model_copy(update={"inputs": inputs})
 
 
 # -- calling the backend ---------------------------------------------------------------------------
@@ -481,7 +470,7 @@ class _EventFeed:
         except redis.RedisError as exc:
             await close()
             raise HTTPException(
-                503, f"Redis {redact(self.url)}: {error_reason(exc)}", {"Retry-After": "5"}
+                503, f"Redis {redact_url(self.url)}: {error_reason(exc)}", {"Retry-After": "5"}
             ) from None
         except BaseException:
             await close()
@@ -584,10 +573,14 @@ def create_app(
     redis_url: str | None,
     *,
     redis_config: RedisConfig | None = None,
+    resolve: Resolver = resolve_host,
+    bind_host: str | None = "127.0.0.1",
 ) -> FastAPI:
     """The API over ``backend``; ``/events`` reads the Redis at ``redis_url`` (None: 503),
-    with ``redis_config``'s key prefix, timeouts and TLS files. Raises ``ConfigError`` when
-    the token file cannot be read."""
+    with ``redis_config``'s key prefix, timeouts and TLS files; ``resolve`` looks up the
+    hosts of source URLs (tests map names to addresses); ``bind_host``, the address it is
+    served on (None: unknown), gives the default Host header allow-list. Raises
+    ``ConfigError`` when the token file cannot be read."""
     token = config.token()
     redis_config = redis_config or RedisConfig()
     metrics = ApiMetrics()
@@ -628,6 +621,8 @@ def create_app(
             return _error(404, str(exc))
         if isinstance(exc, Conflict):
             return _error(409, str(exc))
+        if isinstance(exc, TooMany):
+            return _error(429, str(exc), {"Retry-After": "30"})
         if isinstance(exc, ConfigError):
             return _error(400, str(exc))
         logger.warning("api: pipeline error: %s", exc)
@@ -676,10 +671,16 @@ def create_app(
         response_model=StreamInfo,
         tags=["streams"],
         summary="Start watching a live stream",
-        responses={400: {"description": "URL refused by policy"}, 409: {"description": "Id taken"}},
+        responses={
+            400: {"description": "URL refused by policy"},
+            409: {"description": "Id taken"},
+            429: {"description": "api.max_streams reached"},
+        },
     )
     async def add_stream(spec: StreamSpec, response: Response) -> StreamInfo:
-        url = check_source(spec.url, config)
+        url = await anyio.to_thread.run_sync(
+            partial(check_source, spec.url, config, resolve=resolve)
+        )
         local = not urlsplit(url).scheme or urlsplit(url).scheme.lower() == "file"
         if spec.loop and not local:
             raise PolicyError("loop applies to local files only")
@@ -712,25 +713,27 @@ def create_app(
         response_model=JobInfo,
         tags=["jobs"],
         summary="Describe files or URLs in a batch",
+        responses={
+            400: {"description": "An input refused by policy"},
+            429: {"description": "api.max_jobs reached"},
+        },
     )
     async def submit_job(request: JobRequest, response: Response) -> JobInfo:
         if len(request.inputs) > config.max_job_inputs:
             raise PolicyError(f"more than {config.max_job_inputs} inputs in one job")
         inputs = []
         for value in request.inputs:
-            try:
-                inputs.append(check_source(value, config, allow_glob=True))
-            except PolicyError as exc:
-                raise PolicyError(f"{value[:200]}: {exc}") from None
+            check = partial(check_source, value, config, allow_glob=True, resolve=resolve)
+            inputs.append(await anyio.to_thread.run_sync(check))
         info: JobInfo = await _call(
             backend.submit_job, request.model_copy(update={"inputs": inputs})
         )
         response.headers["Location"] = f"jobs/{info.id}"
-        return info
+        return _public_job(info)
 
     @app.get("/jobs/{job_id}", response_model=JobInfo, tags=["jobs"], summary="A job's progress")
     async def get_job(job_id: JobIdPath) -> JobInfo:
-        return await _call(backend.get_job, job_id)
+        return _public_job(await _call(backend.get_job, job_id))
 
     @app.get("/search", response_model=SearchResult, tags=["search"], summary="Find windows")
     async def search(
@@ -788,6 +791,7 @@ def create_app(
     app.add_middleware(
         _Auth, token=token, open_docs=config.open_docs, dashboard=(page, page_policy)
     )
+    app.add_middleware(HostHeaderCheck, patterns=config.host_header_patterns(bind_host))
     app.add_middleware(_Observe, metrics=metrics)
     return app
 

@@ -193,6 +193,10 @@ def cmd_watch(args: argparse.Namespace, config: Config) -> int:
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from mmlm_stream import describe as batch
 
+    # Before Redis or Ray start: an API open beyond loopback needs api.allow_anonymous.
+    config.api.require_token_for(args.host)
+    if not args.address:  # the ingress runs here and reads the token file: check it now
+        config.api.token()
     url = _redis_url(config, not args.no_embedded_redis)
     batch.start_ray(args.address)
     try:
@@ -409,7 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the service: HTTP API, live streams, dashboard")
     p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
-    p.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="HTTP address (default 127.0.0.1); any other than loopback needs api.api_token",
+    )
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--serve-config", help="Serve config YAML (default: deployments/local-cpu.yaml)")
     p.add_argument("--jobs-dir", default="jobs", help="where POST /jobs writes its files")

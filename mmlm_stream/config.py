@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mmlm_stream.api_config import ApiConfig
+from mmlm_stream.api_config import BLANK_TOKEN, ApiConfig, is_blank_secret
 from mmlm_stream.bus_config import RedisConfig
 from mmlm_stream.errors import ConfigError
 from mmlm_stream.events_config import EventsConfig
@@ -84,6 +84,30 @@ class DecodeConfig(_Section):
     )
     reorder_limit: int = Field(
         512, ge=1, description="Most items held back to put the channels in time order."
+    )
+    max_gap_s: float = Field(
+        60.0,
+        gt=0,
+        description="A forward timestamp jump longer than this (live sources: 30 s at most) is "
+        "a discontinuity: media time continues where it was, with a warning. Windows across a "
+        "longer stretch holding no item are skipped, not emitted one per hop.",
+    )
+    max_pixels: int = Field(
+        8192 * 4320,
+        ge=1,
+        description="Largest video picture (width x height) decoded; a source whose video "
+        "claims more fails before any frame is allocated.",
+    )
+    max_cue_chars: int = Field(
+        2000,
+        ge=1,
+        description="Subtitle cue text longer than this (after markup removal) is cut, and "
+        "the cut cues are counted in a warning.",
+    )
+    max_sidecar_bytes: int = Field(
+        20 * 1024 * 1024,
+        ge=1,
+        description="Subtitle files larger than this are skipped with a warning.",
     )
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
 
@@ -264,10 +288,28 @@ class SupervisorConfig(_Section):
     )
 
 
+class JobsConfig(_Section):
+    """Limits on each input of a batch job or ``describe`` (sources that are not live)."""
+
+    max_duration_s: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="Media seconds an input may cover; one that reaches it (an endless HTTP "
+        "stream, say) ends with an error naming the input.",
+    )
+    max_bytes: int = Field(
+        64 * 1024**3,
+        ge=1,
+        description="Largest input: a local file's size, checked before it is opened, and "
+        "for any input the bytes of media packets read.",
+    )
+
+
 class Config(_Section):
     """Top level of the configuration file."""
 
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     window: WindowConfig = Field(default_factory=WindowConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
@@ -277,6 +319,12 @@ class Config(_Section):
     describer: DescriberConfig = Field(default_factory=DescriberConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+
+
+# Taken literally (a token may hold '#', ': ' or only digits, which YAML would cut or turn
+# into a number) and never empty: elsewhere an empty value reads as null, which for these
+# would mean "no auth" even when the config file sets a token.
+_SECRET_KEYS = frozenset({("api", "api_token"), ("api", "api_token_file")})
 
 
 def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -290,7 +338,12 @@ def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, 
             if not isinstance(child, dict):
                 raise ConfigError(f"environment {name}: '{key}' is not a section")
             node = child
-        node[path[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        if tuple(path) in _SECRET_KEYS:
+            if is_blank_secret(raw):
+                raise ConfigError(f"environment {name}: {BLANK_TOKEN}")
+            node[path[-1]] = raw.strip()
+        else:
+            node[path[-1]] = yaml.safe_load(raw) if raw.strip() else None
     return data
 
 

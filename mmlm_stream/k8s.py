@@ -265,7 +265,10 @@ def _env() -> list[dict[str, Any]]:
             "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": REDIS_URL_KEY}},
         },
         {
-            # Not optional: a cluster's API is never open by accident.
+            # Not optional: a cluster's API is never open by accident. The app's build task
+            # reads it (config_file: null is overlaid by MMLM_*); an empty value is a config
+            # error and no token at all makes build_app refuse the ingress (no http_host arg:
+            # the proxies listen beyond loopback).
             "name": "MMLM_API__API_TOKEN",
             "valueFrom": {"secretKeyRef": {"name": API_SECRET, "key": API_TOKEN_KEY}},
         },

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from mmlm_stream.api_config import ApiConfig
 from mmlm_stream.config import load_config
 from mmlm_stream.errors import ConfigError
 
@@ -45,3 +46,58 @@ def test_readme_documents_every_config_key():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [key for key, _, _ in rows() if f"`{key}`" not in readme]
     assert not missing, f"README lacks: {missing} (python -m mmlm_stream.config_reference)"
+
+
+@pytest.mark.parametrize("value", ['""', '"   "', '"null"', '"~"'])
+def test_an_empty_token_in_the_file_is_an_error_naming_the_key(tmp_path: Path, value: str):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"api:\n  api_token: {value}\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: api.api_token: .*empty") as error:
+        load_config(path, environ={})
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("value", ["", "   ", "null", "~", "None"])
+@pytest.mark.parametrize("key", ["MMLM_API__API_TOKEN", "MMLM_API__API_TOKEN_FILE"])
+def test_an_empty_token_in_the_environment_is_an_error_not_auth_off(
+    tmp_path: Path, key: str, value: str
+):
+    path = tmp_path / "c.yaml"
+    path.write_text("api:\n  api_token: from-the-file\n")
+    with pytest.raises(ConfigError, match=rf"^environment {key}: empty, blank or null") as error:
+        load_config(path, environ={key: value})
+    assert "\n" not in str(error.value)
+
+
+def test_an_explicit_null_token_means_none(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("api:\n  api_token: null\n")
+    assert load_config(path, environ={}).api.token() is None
+
+
+@pytest.mark.parametrize("token", ["abc #def", "12345", "a: b", "[x]", "  padded  "])
+def test_an_environment_token_is_taken_literally(token: str):
+    config = load_config(None, environ={"MMLM_API__API_TOKEN": token})
+    assert config.api.token() == token.strip()
+
+
+def test_a_blank_token_file_is_an_error(tmp_path: Path):
+    token_file = tmp_path / "token"
+    token_file.write_text(" \n\t\n")
+    config = load_config(None, environ={"MMLM_API__API_TOKEN_FILE": str(token_file)})
+    with pytest.raises(ConfigError, match="the API token file is empty"):
+        config.api.token()
+
+
+def test_other_empty_environment_values_still_mean_null():
+    config = load_config(None, environ={"MMLM_DECODE__AUDIO_STREAM": ""})
+    assert config.decode.audio_stream is None
+
+
+def test_the_example_secrets_placeholder_is_not_a_token(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="placeholder"):
+        ApiConfig(api_token="CHANGE-ME")
+    token_file = tmp_path / "token"
+    token_file.write_text("CHANGE-ME\n")
+    with pytest.raises(ConfigError, match="placeholder"):
+        ApiConfig(api_token_file=token_file).token()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shlex
 import tomllib
 from fractions import Fraction
@@ -14,12 +15,14 @@ from typing import Any
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from ray.serve.schema import ServeDeploySchema
 
 from mmlm_stream import k8s
+from mmlm_stream.api import create_app
 from mmlm_stream.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,7 +160,8 @@ def test_cpu_node_resource_needs_explicit_num_cpus():
     assert k8s.k8s_serve_config(data, cpu_node_resource=False)
 
 
-def test_rendered_deployments_are_the_ones_the_app_builds():
+def test_rendered_deployments_are_the_ones_the_app_builds(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MMLM_API__API_TOKEN", "from-the-secret")  # the ingress demands one
     args = dict(_serve_v2()["applications"][0]["args"])
     args["redis_url"] = "redis://:secret@mmlm-redis:6379/0"  # what $REDIS_URL gives the pods
     assert set(_deployments(_serve_v2())) == _built_names(args)
@@ -216,6 +220,70 @@ def test_every_ray_pod_gets_redis_url_from_the_secret_and_runs_offline():
         assert not token.get("optional")  # the API is never open by accident
         assert env["RAY_USAGE_STATS_ENABLED"]["value"] == "0"
         assert env["HF_HUB_OFFLINE"]["value"] == "1"
+
+
+class _NoStreams:
+    """Just enough backend for GET /streams."""
+
+    def list_streams(self) -> list[Any]:
+        return []
+
+
+def _secrets() -> dict[tuple[str, str], str]:
+    """(Secret, key) → a fresh value, for every key of the Secrets in k8s/."""
+    return {
+        (doc["metadata"]["name"], key): secrets.token_hex(16)
+        for doc in _objects()
+        if doc["kind"] == "Secret"
+        for key in doc["stringData"]
+    }
+
+
+def _pod_environment(pod: dict[str, Any], values: dict[tuple[str, str], str]) -> dict[str, str]:
+    """The container's environment as Kubernetes builds it from the manifest: plain values,
+    and ``secretKeyRef`` read from the Secret (a missing key keeps the pod from starting)."""
+    env = {}
+    for entry in pod["containers"][0]["env"]:
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+        else:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            env[entry["name"]] = values[(ref["name"], ref["key"])]
+    return env
+
+
+def test_every_pod_enforces_the_api_token_from_the_secret():
+    """The pod's config as its Serve app loads it (``app_config``, what ``build_app`` runs,
+    then the JSON trip to the Ingress replica): the Secret's token, demanded by the API."""
+    from mmlm_stream.config import Config
+    from mmlm_stream.deployments.app import app_config
+
+    values = _secrets()
+    token = values[(k8s.API_SECRET, k8s.API_TOKEN_KEY)]
+    args = _serve_v2()["applications"][0]["args"]
+    for pod in _pods():
+        config = app_config(args, _pod_environment(pod, values))
+        api = Config.model_validate(config.model_dump(mode="json")).api  # the Ingress's
+        assert api.token() == token
+        with TestClient(create_app(_NoStreams(), api, None)) as client:
+            assert client.get("/streams").status_code == 401
+            wrong = client.get("/streams", headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+            right = client.get("/streams", headers={"Authorization": f"Bearer {token}"})
+            assert right.status_code == 200
+
+
+def test_a_pod_without_its_token_does_not_serve_an_open_api():
+    from mmlm_stream.deployments.app import app_config
+
+    values = _secrets()
+    args = _serve_v2()["applications"][0]["args"]
+    env = _pod_environment(_pods()[0], values)
+    with pytest.raises(ConfigError, match="MMLM_API__API_TOKEN: empty"):
+        app_config(args, {**env, "MMLM_API__API_TOKEN": ""})  # the Secret's key is empty
+    del env["MMLM_API__API_TOKEN"]
+    with pytest.raises(ConfigError, match="refusing to serve the API beyond loopback"):
+        app_config(args, env)
 
 
 def test_worker_groups_have_bounds_and_the_gpu_group_asks_for_gpus():

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from redis_fixtures import RedisServer, free_port
 
+from mmlm_stream.api_config import ApiConfig
 from mmlm_stream.channels import AudioChunk, ChannelItem, Frame, StreamState, StreamStatus
 from mmlm_stream.cli import main
-from mmlm_stream.api_config import ApiConfig
 from mmlm_stream.config import DecodeConfig
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.operators.source import resolve_source

@@ -86,7 +86,7 @@ def test_planted_passwords_appear_nowhere(tmp_path: Path, tiny_models) -> None:
     base = f"http://127.0.0.1:{port}"
     jobs = tmp_path / "jobs"
 
-    def start() -> None:
+    def start(config: Config = config) -> None:
         batch.start_ray(None)
         batch.run_service(config, None, redis.url, host="127.0.0.1", port=port, jobs_dir=jobs)
 
@@ -107,7 +107,7 @@ def test_planted_passwords_appear_nowhere(tmp_path: Path, tiny_models) -> None:
         )
         assert [item["state"] for item in done["inputs"]] == ["done", "failed"]
         _until(lambda: http.get("/streams/cam").json()["stats"]["windows"] >= 2)
-        logs = Path(ray._private.worker._global_node.get_session_dir_path())  # noqa: SLF001
+        logs = Path(ray._private.worker._global_node.get_session_dir_path())
         # The failed connects were logged, with the URL redacted (so the logs are the ones).
         _until(lambda: _files_holding(logs, (f"rtsp://***@127.0.0.1:{closed}/cam",)))
         answers = [
@@ -117,6 +117,16 @@ def test_planted_passwords_appear_nowhere(tmp_path: Path, tiny_models) -> None:
             http.get("/metrics").text,
         ]
         assert "***@127.0.0.1" in answers[0]
+
+        # Restarted under a stricter policy, the registered streams are checked again: refused.
+        serve.delete(batch.APP_NAME)
+        strict = config.model_copy(
+            update={"api": config.api.model_copy(update={"allow_internal": []})}
+        )
+        start(strict)
+        failed = _until(lambda: (s := http.get("/streams/cam").json())["state"] == "failed" and s)
+        assert failed["reason"].endswith("refused by the URL policy")
+        answers.append(http.get("/streams").text)
 
         serve.delete(batch.APP_NAME)  # the service restarts: the sealed URL resumes the stream
         start()
