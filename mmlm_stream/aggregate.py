@@ -86,6 +86,7 @@ class SourceAggregator:
             max_lateness_s=win.max_lateness_s if live else None,
             wall_of=wall_of,
             deferred=deferred,
+            max_gap_s=config.decode.max_gap_s,
         )
         self.fuser = Fuser(
             FuseSettings(top_k=win.top_k, smoothing=win.smoothing, hop_s=win.hop_s), embed_text

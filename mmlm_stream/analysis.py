@@ -107,7 +107,10 @@ class SourceAnalysis:
         self.on_status = on_status or (lambda status: None)
         self.on_progress = on_progress or (lambda media_time: None)
         self.stop = stop or threading.Event()
-        self.decoder: SourceDecoder = decode(spec, config.decode, stop=self.stop)
+        # jobs.* bound an input that is not live (a job's, describe's), never a live stream.
+        self.decoder: SourceDecoder = decode(
+            spec, config.decode, stop=self.stop, limits=config.jobs
+        )
         self.live_clock = LiveClock()
         wall_of = self.live_clock if self.decoder.live else None
         if aggregator is not None:

@@ -13,6 +13,7 @@ import glob
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
 from mmlm_stream.config import Config
 from mmlm_stream.errors import SourceError
@@ -31,6 +41,7 @@ from mmlm_stream.jobs import (
 from mmlm_stream.jobs import (
     Progress as JobProgress,
 )
+from mmlm_stream.operators.decode import check_size
 from mmlm_stream.operators.probe import probe
 from mmlm_stream.operators.source import SourceSpec, assign_source_ids, resolve_source, scheme_of
 from mmlm_stream.outputs import is_done, write_error, write_job
@@ -81,13 +92,31 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
     return targets
 
 
+def _local_ray_auth() -> None:
+    """Token auth for the Ray this process starts: its GCS and raylets listen on every
+    interface, and whoever reaches them runs code here. The token is random per process,
+    kept only in this process's environment (Ray's processes inherit it), never printed or
+    written to disk (Ray's own default would persist ~/.ray/auth_token); a ``RAY_AUTH_TOKEN``
+    already set (the user's, or an earlier start's) is kept. Ray caches its config and token
+    when first used, so both are reloaded."""
+    from ray._raylet import AuthenticationTokenLoader
+    from ray._raylet import Config as RayConfig
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if not os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    RayConfig.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 def start_ray(address: str | None) -> None:
-    """Join ``address`` or start a private local Ray (never a stale cluster)."""
+    """Join ``address`` with whatever auth the cluster uses (``RAY_AUTH_*`` as set), or
+    start a private local Ray with token auth (never a stale cluster)."""
     import ray
 
     global _STARTED_LOCAL
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     if ray.is_initialized():
         return
@@ -99,6 +128,7 @@ def start_ray(address: str | None) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         return
+    _local_ray_auth()
     # A busy machine (or a Ray that just shut down) can make the first start time out.
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
     for attempt in (1, 2):
@@ -139,6 +169,7 @@ def run_service(
         "deployments": options,
         "redis_url": redis_url or "",
         "service": True,
+        "http_host": host,
         "jobs_dir": str(jobs_dir.resolve()),
     }
     serve.run(build_app(args), name=_APP, route_prefix="/")
@@ -200,6 +231,15 @@ async def _describe_one(
         _advance(state, result.duration or state.done_s, progress, total)
 
 
+class MediaSeconds(ProgressColumn):
+    """``done/total s``, or ``done s`` for an input of unknown length (a stream): a format
+    of ``total`` alone fails on None and took the whole ``describe`` down."""
+
+    def render(self, task: Task) -> Text:
+        total = f"/{task.total:.1f}" if task.total is not None else ""
+        return Text(f"{task.completed:>7.1f}{total} s")
+
+
 def _advance(state: InputState, media_time: float, progress: Progress, total: TaskID) -> None:
     if media_time <= state.done_s:
         return
@@ -226,7 +266,7 @@ async def _run_all(
     columns = (
         TextColumn("{task.description:<28}"),
         BarColumn(),
-        TextColumn("{task.completed:>7.1f}/{task.total:.1f} s"),
+        MediaSeconds(),
         TextColumn("{task.fields[rtf]:>7}"),
         TimeElapsedColumn(),
     )
@@ -273,11 +313,12 @@ def describe(
             report.skipped.append(source_id)
             continue
         try:
+            check_size(spec, config.jobs)
             info = probe(spec, config.decode, count_cues=False)
         except SourceError as exc:
             write_error(out_dir, source_id, spec.url, str(exc))
             report.failed[source_id] = str(exc)
-            console.print(f"[red]error[/red] {exc}", highlight=False)
+            console.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
             continue
         states.append(InputState(spec, duration=info.duration))
     if states:
@@ -293,7 +334,7 @@ def describe(
     for state in states:
         if state.error is not None:
             report.failed[state.spec.source_id] = state.error
-            console.print(f"[red]error[/red] {state.error}", highlight=False)
+            console.print(f"[red]error[/red] {state.error}", highlight=False, soft_wrap=True)
         else:
             report.done.append(state.spec.source_id)
             report.media_s += state.duration or state.done_s

@@ -14,6 +14,9 @@ logger = logging.getLogger(__name__)
 # A jump in input timestamps larger than this is a real gap (filled with silence) rather
 # than timestamp jitter.
 GAP_TOLERANCE_S = 0.05
+# Gaps up to this long are filled with silence; a longer one restarts the chunks at the new
+# time (a corrupt timestamp must not become a gap-sized allocation).
+MAX_FILL_S = 60.0
 
 
 class AudioChunker:
@@ -22,14 +25,20 @@ class AudioChunker:
     The first input frame fixes the sample index of the stream start; after that, start
     times are derived from the number of samples emitted, never from per-frame timestamps.
     Gaps in the input (dropped packets) are filled with silence so audio stays aligned with
-    media time; overlapping input is trimmed.
+    media time, up to ``max_fill_s``; beyond it the pending audio goes out as a shorter chunk
+    and chunks continue from the new time. Overlapping input is trimmed.
     """
 
     def __init__(
-        self, source: str, chunk_s: float = 1.0, sample_rate: int = AUDIO_SAMPLE_RATE
+        self,
+        source: str,
+        chunk_s: float = 1.0,
+        sample_rate: int = AUDIO_SAMPLE_RATE,
+        max_fill_s: float = MAX_FILL_S,
     ) -> None:
         self.source = source
         self.sample_rate = sample_rate
+        self.max_fill = round(max_fill_s * sample_rate)
         self.chunk_samples = max(1, round(chunk_s * sample_rate))
         self._resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         self._origin: int | None = None
@@ -52,11 +61,18 @@ class AudioChunker:
 
     def push(self, frame: av.AudioFrame, time: float | None) -> list[AudioChunk]:
         """Add one decoded frame at media ``time`` (None: continues the previous one)."""
+        chunks: list[AudioChunk] = []
         if self._origin is None:
             self._origin = round((time or 0.0) * self.sample_rate)
         elif time is not None:
             drift = time * self.sample_rate - self._next_input_sample
-            if drift > GAP_TOLERANCE_S * self.sample_rate:
+            if drift > self.max_fill:
+                logger.info(
+                    "%s: audio gap of %.1fs not filled", self.source, drift / self.sample_rate
+                )
+                chunks = self._cut(final=True)
+                self._origin = round(time * self.sample_rate) - self._emitted
+            elif drift > GAP_TOLERANCE_S * self.sample_rate:
                 self._append(np.zeros(int(drift), dtype=np.float32))
             elif drift < -GAP_TOLERANCE_S * self.sample_rate:
                 logger.debug(
@@ -65,7 +81,7 @@ class AudioChunker:
                 return []
         for out in self._resampler.resample(frame):
             self._append(out.to_ndarray().reshape(-1))
-        return self._cut(final=False)
+        return chunks + self._cut(final=False)
 
     def flush(self) -> list[AudioChunk]:
         """Emit what the resampler still holds and the final, shorter chunk."""

@@ -15,23 +15,31 @@ from pathlib import Path
 import av
 import av.error
 
-from mmlm_stream.channels import AudioChunk, ChannelItem, Frame, SubtitleCue
+from mmlm_stream.channels import AudioChunk, ChannelItem, DecodeWarning, Frame, SubtitleCue
 from mmlm_stream.config import DecodeConfig
 from mmlm_stream.errors import SourceError
 from mmlm_stream.operators.audio_chunker import AudioChunker
 from mmlm_stream.operators.frame_sampler import FrameSampler, output_size, to_rgb
+from mmlm_stream.operators.guarded_io import GuardedOpener, HttpSettings, HttpStatusError
 from mmlm_stream.operators.source import SourceSpec
-from mmlm_stream.operators.subtitles import TEXT_SUBTITLE_CODECS, clean_cue_text, find_sidecars
+from mmlm_stream.operators.subtitles import TEXT_SUBTITLE_CODECS, CueCleaner, find_sidecars
+from mmlm_stream.redaction import redact_url
+from mmlm_stream.url_policy import REFUSED, UrlRefused
 
 logger = logging.getLogger(__name__)
 
 AV_TIME_BASE = 1_000_000
 _DEFAULT_CUE_S = 3.0
-# Timestamps that step back by more than this, or (live) forward by more than
-# JUMP_FORWARD_S, are a discontinuity (looped sender, restarted encoder, PTS wrap-around):
-# the stream's clock is re-based so media time continues monotonically.
+# Timestamps that step back by more than this, or forward past every audio/video stream by
+# more than ``decode.max_gap_s`` (live: JUMP_FORWARD_S at most), are a discontinuity (looped
+# sender, restarted encoder, PTS wrap-around, corrupt timestamps): the stream's clock is
+# re-based so media time continues monotonically, without a gap to fill.
 JUMP_BACK_S = 0.5
 JUMP_FORWARD_S = 30.0
+# A file's first timestamp jumps each get a warning; further ones are only counted.
+JUMP_WARNINGS = 3
+# Frame period bounds: a corrupt frame rate must not move media time by hours per frame.
+_PERIOD_S = (1e-3, 10.0)
 
 
 class ReadError(Exception):
@@ -44,6 +52,8 @@ def explain(exc: BaseException, spec: SourceSpec, timeout_s: float | None = None
         return f"timed out after {timeout_s:g}s" if timeout_s else "timed out"
     if isinstance(exc, FileNotFoundError | av.error.FileNotFoundError):
         return "no such file" if spec.is_file else "not found"
+    if isinstance(exc, HttpStatusError):
+        return exc.strerror
     if isinstance(exc, av.error.HTTPNotFoundError):
         return "HTTP 404 not found"
     if isinstance(exc, av.error.HTTPError):
@@ -81,11 +91,44 @@ PERMANENT_ERRORS = (
 def is_permanent(exc: BaseException) -> bool:
     """Whether an open error will be the same on the next attempt (4xx, unknown protocol or
     format): a live stream then fails instead of reconnecting every few seconds."""
+    if isinstance(exc, HttpStatusError):
+        return 400 <= exc.status < 500 and exc.status not in (408, 429)
     return isinstance(exc, PERMANENT_ERRORS)
 
 
 def open_container(spec: SourceSpec, config: DecodeConfig) -> av.container.InputContainer:
-    """Open with FFmpeg timeouts so a dead or stalling URL cannot hang us."""
+    """Open with FFmpeg timeouts so a dead or stalling URL cannot hang us; a source with a
+    policy is checked first and opened under it (``_guarded``)."""
+    options: dict[str, str] = {}
+    if spec.scheme in {"rtsp", "rtsps"}:
+        options["rtsp_transport"] = "tcp"
+    url, io_open = spec.url, None
+    try:
+        if spec.policy is not None:
+            url, io_open = _guarded(spec, config, options)
+        _check_file(spec)
+        return av.open(
+            url,
+            options=options,
+            timeout=(config.open_timeout_s, config.stall_timeout_s),
+            io_open=io_open,
+        )
+    except UrlRefused as exc:
+        logger.warning("%s: %s", spec.source_id, exc.logged)
+        raise SourceError(spec.url, REFUSED, permanent=True) from exc
+    except SourceError:
+        raise
+    except Exception as exc:  # FFmpeg raises many OSError subclasses; all mean "cannot open"
+        reason = explain(exc, spec, config.open_timeout_s)
+        permanent = is_permanent(exc)
+        if spec.policy is not None and not spec.is_file:
+            # An API caller learns only that it failed: distinct reasons would map the network.
+            logger.warning("%s: cannot open %s: %s", spec.source_id, redact_url(url), reason)
+            reason = UNTRUSTED_OPEN_ERROR
+        raise SourceError(spec.url, reason, permanent=permanent) from exc
+
+
+def _check_file(spec: SourceSpec) -> None:
     if spec.is_file and spec.path is not None:
         if spec.path.is_dir():
             raise SourceError(spec.url, "is a directory, not a media file")
@@ -93,19 +136,34 @@ def open_container(spec: SourceSpec, config: DecodeConfig) -> av.container.Input
             raise SourceError(spec.url, "no such file")
         if spec.path.stat().st_size == 0:
             raise SourceError(spec.url, "empty file (0 bytes)")
-    options: dict[str, str] = {}
-    if spec.scheme in {"rtsp", "rtsps"}:
-        options["rtsp_transport"] = "tcp"
-    try:
-        return av.open(
-            spec.url,
-            options=options,
-            timeout=(config.open_timeout_s, config.stall_timeout_s),
-        )
-    except Exception as exc:  # FFmpeg raises many OSError subclasses; all mean "cannot open"
-        raise SourceError(
-            spec.url, explain(exc, spec, config.open_timeout_s), permanent=is_permanent(exc)
-        ) from exc
+
+
+UNTRUSTED_OPEN_ERROR = "the source could not be opened (the service log has the details)"
+
+
+def _guarded(
+    spec: SourceSpec, config: DecodeConfig, options: dict[str, str]
+) -> tuple[str, GuardedOpener | None]:
+    """What FFmpeg opens for a source under a policy, and its ``io_open``.
+
+    HTTP(S) and local files: every open (redirects, HLS playlists, segments and keys,
+    files a playlist names) goes through ``GuardedOpener``. Other schemes (RTSP, RTMP, SRT,
+    TCP, UDP) open one connection, made by FFmpeg to the address the policy checked, with
+    no URL options but harmless ones. Either way FFmpeg may use only the protocols the
+    scheme needs (never file, concat, subfile, data, pipe)."""
+    policy = spec.policy
+    assert policy is not None
+    settings = HttpSettings(config.open_timeout_s, config.stall_timeout_s, policy.verify_tls)
+    options["http_persistent"] = "0"
+    if spec.is_file:
+        policy.check_local(spec.url)
+        options["protocol_whitelist"] = "file"
+        return spec.url, GuardedOpener(policy, settings, local=True)
+    target = policy.check(spec.url)
+    options["protocol_whitelist"] = policy.protocols(target.scheme) or target.scheme
+    if target.scheme in ("http", "https"):
+        return spec.url, GuardedOpener(policy, settings, local=False)
+    return target.pinned_url, None
 
 
 def _decodable(stream: av.stream.Stream) -> bool:
@@ -126,6 +184,8 @@ class Selection:
     audio: av.audio.stream.AudioStream | None
     subtitles: list[av.subtitles.stream.SubtitleStream] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    oversized: list[str] = field(default_factory=list)
+    """Video streams left out for claiming more than ``decode.max_pixels``."""
 
     @property
     def streams(self) -> list[av.stream.Stream]:
@@ -134,14 +194,22 @@ class Selection:
 
 
 def select_streams(container: av.container.InputContainer, config: DecodeConfig) -> Selection:
-    """Best video (largest, not cover art), first or configured audio, all text subtitles."""
+    """Best video (largest within ``max_pixels``, not cover art), first or configured audio,
+    all text subtitles."""
     skipped: list[str] = []
+    oversized: list[str] = []
     videos = []
     for stream in container.streams.video:
         if stream.disposition & av.stream.Disposition.attached_pic:
             continue
         if not _decodable(stream):
             skipped.append(f"video stream {stream.index}: unknown codec")
+            continue
+        if stream.width * stream.height > config.max_pixels:
+            oversized.append(
+                f"video stream {stream.index} is {stream.width}x{stream.height}, over "
+                f"decode.max_pixels ({config.max_pixels})"
+            )
             continue
         videos.append(stream)
     video = max(videos, key=lambda s: (s.width * s.height, -s.index), default=None)
@@ -171,7 +239,7 @@ def select_streams(container: av.container.InputContainer, config: DecodeConfig)
                 subtitles.append(stream)
             else:
                 skipped.append(f"subtitle stream {stream.index}: {name} is not text")
-    return Selection(video=video, audio=audio, subtitles=subtitles, skipped=skipped)
+    return Selection(video, audio, subtitles, skipped + oversized, oversized)
 
 
 class ContainerDecoder:
@@ -192,8 +260,10 @@ class ContainerDecoder:
         chunker: AudioChunker | None,
         offset: float = 0.0,
         live: bool = False,
+        url: str | None = None,
     ) -> None:
         self.source = source
+        self.url = url or source
         self.container = container
         self.selection = selection
         self.config = config
@@ -201,8 +271,11 @@ class ContainerDecoder:
         self.chunker = chunker
         self.offset = offset
         self.live = live
+        self.max_gap_s = min(config.max_gap_s, JUMP_FORWARD_S) if live else config.max_gap_s
+        self.clean = CueCleaner(config.max_cue_chars)
         self._shift: dict[int, float] = {}
         self._last_raw: dict[int, float] = {}
+        self._frontier: float | None = None  # latest raw time of any audio/video stream
         self.discontinuities = 0
         start = container.start_time
         self._base = start / AV_TIME_BASE if start is not None else None
@@ -212,15 +285,26 @@ class ContainerDecoder:
         self.frames_decoded = 0
         self.frames_sampled = 0
         self.bad_packets = 0
+        self.bytes_read = 0
         self.last_time: float | None = None
+        self.reached: float | None = None
+        """Latest media time of any item (subtitles too), for ``jobs.max_duration_s``."""
         self.video_end: float | None = None
+        self._warnings: list[DecodeWarning] = []
         if selection.video is not None:
             video = selection.video
             self._size = output_size(
                 video.width, video.height, config.frame_short_side, config.frame_size
             )
             rate = video.average_rate or video.guessed_rate
-            self._frame_period = 1.0 / float(rate) if rate else 0.04
+            period = 1.0 / float(rate) if rate else 0.04
+            self._frame_period = min(max(period, _PERIOD_S[0]), _PERIOD_S[1])
+            # The header's size was checked; FFmpeg refuses pictures the bitstream makes
+            # larger, so a lying header cannot allocate a huge frame either.
+            video.codec_context.options = {
+                **video.codec_context.options,
+                "max_pixels": str(config.max_pixels),
+            }
 
     @property
     def watermark(self) -> float | None:
@@ -233,24 +317,55 @@ class ContainerDecoder:
             marks.append(pending if pending is not None else -1.0)
         return min(marks) if marks else None
 
-    def _media_time(self, stream: int, seconds: float | None, step: float) -> float | None:
-        """Packet time to media time; ``step`` is where the stream continues after a jump."""
+    def _media_time(
+        self, stream: av.stream.Stream, seconds: float | None, step: float
+    ) -> float | None:
+        """Packet time to media time; ``step`` is where the stream continues after a jump.
+
+        Back by more than JUMP_BACK_S from the stream's own last time, or forward by more
+        than ``max_gap_s`` past every audio/video stream (so a subtitle stream's own long
+        pauses are not jumps), is a discontinuity: the stream's clock is shifted to go on
+        from there. So is a stream whose first time lies that far before the others.
+        """
         if seconds is None:
             return None
         if self._base is None:
             self._base = seconds
-        raw = seconds - self._base + self._shift.get(stream, 0.0)
-        last = self._last_raw.get(stream)
-        if last is not None:
-            jump = raw - last
-            if jump < -JUMP_BACK_S or (self.live and jump > JUMP_FORWARD_S):
-                adjust = last + step - raw
-                self._shift[stream] = self._shift.get(stream, 0.0) + adjust
-                raw += adjust
-                self.discontinuities += 1
-                logger.info("%s: timestamp jump of %.2fs on stream %d", self.source, jump, stream)
-        self._last_raw[stream] = raw
+        index = stream.index
+        raw = seconds - self._base + self._shift.get(index, 0.0)
+        own = self._last_raw.get(index)
+        ahead = self._frontier
+        av_stream = stream.type != "subtitle"
+        resume: float | None = None
+        if own is not None and raw - own < -JUMP_BACK_S:
+            jump, resume = raw - own, own + step
+        elif ahead is not None and raw - ahead > self.max_gap_s:
+            jump = raw - ahead
+            resume = (own if own is not None and av_stream else ahead) + step
+        elif own is None and ahead is not None and raw < ahead - self.max_gap_s:
+            jump, resume = raw - ahead, ahead
+        if resume is not None:
+            self._jumped(stream, jump, resume)
+            self._shift[index] = self._shift.get(index, 0.0) + resume - raw
+            raw = resume
+        self._last_raw[index] = raw
+        if av_stream:
+            self._frontier = raw if ahead is None else max(ahead, raw)
         return max(0.0, raw) + self.offset
+
+    def _jumped(self, stream: av.stream.Stream, jump: float, resume: float) -> None:
+        self.discontinuities += 1
+        at = max(0.0, resume) + self.offset
+        logger.info("%s: timestamp jump of %.2fs on stream %d", self.source, jump, stream.index)
+        if not self.live and self.discontinuities <= JUMP_WARNINGS:
+            self._warnings.append(
+                DecodeWarning(
+                    self.source,
+                    at,
+                    f"{self.url}: timestamps of {stream.type} stream {stream.index} jump "
+                    f"{jump:+.2f}s at {at:.2f}s; media time goes on from there",
+                )
+            )
 
     def packets(self) -> Iterator[list[ChannelItem]]:
         streams = self.selection.streams
@@ -270,16 +385,21 @@ class ContainerDecoder:
 
     def _handle(self, packet: av.Packet) -> list[ChannelItem]:
         kind = packet.stream.type
+        self.bytes_read += packet.size
+        items: list[ChannelItem] = []
         try:
             if kind == "video":
-                return self._video(packet)
-            if kind == "audio":
-                return self._audio(packet)
-            if kind == "subtitle":
-                return self._subtitle(packet)
+                items = self._video(packet)
+            elif kind == "audio":
+                items = self._audio(packet)
+            elif kind == "subtitle":
+                items = self._subtitle(packet)
         except av.error.InvalidDataError:
             self.bad_packets += 1
-        return []
+        if self._warnings:
+            items.extend(self._warnings)
+            self._warnings.clear()
+        return items
 
     def _video(self, packet: av.Packet) -> list[ChannelItem]:
         items: list[ChannelItem] = []
@@ -287,7 +407,7 @@ class ContainerDecoder:
         if packet.size == 0 and packet.dts is None:
             self._video_done = True
         for frame in frames:
-            time = self._media_time(packet.stream.index, frame.time, self._frame_period)
+            time = self._media_time(packet.stream, frame.time, self._frame_period)
             if time is None:
                 if self._video_progress is None:
                     continue
@@ -308,7 +428,7 @@ class ContainerDecoder:
         items: list[AudioChunk] = []
         for frame in packet.decode():
             step = frame.samples / frame.sample_rate if frame.sample_rate else 0.0
-            time = self._media_time(packet.stream.index, frame.time, step)
+            time = self._media_time(packet.stream, frame.time, step)
             items.extend(self.chunker.push(frame, time))
         if packet.size == 0 and packet.dts is None:
             # End of the audio stream: its last, shorter chunk must leave now, or the
@@ -323,18 +443,21 @@ class ContainerDecoder:
         if packet.pts is None or packet.size == 0:
             return []
         tb = packet.time_base
-        duration = float(packet.duration * tb) if packet.duration else _DEFAULT_CUE_S
-        start = self._media_time(packet.stream.index, float(packet.pts * tb), 0.0)
+        duration = float(packet.duration * tb) if packet.duration else 0.0
+        if duration <= 0:
+            duration = _DEFAULT_CUE_S
+        start = self._media_time(packet.stream, float(packet.pts * tb), 0.0)
         assert start is not None
         texts = []
         for sub in packet.decode():
             raw = getattr(sub, "dialogue", None) or getattr(sub, "text", b"")
-            text = clean_cue_text(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
+            text = self.clean(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
             if text:
                 texts.append(text)
         if not texts:
             return []
         stream = packet.stream
+        self.reached = start if self.reached is None else max(self.reached, start)
         return [
             SubtitleCue(
                 source=self.source,
@@ -349,6 +472,8 @@ class ContainerDecoder:
     def _note(self, time: float) -> None:
         if self.last_time is None or time > self.last_time:
             self.last_time = time
+        if self.reached is None or time > self.reached:
+            self.reached = time
 
     @property
     def duration(self) -> float | None:

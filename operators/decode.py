@@ -27,10 +27,11 @@ from mmlm_stream.channels import (
     StreamStatus,
     SubtitleCue,
 )
-from mmlm_stream.config import DecodeConfig
+from mmlm_stream.config import DecodeConfig, JobsConfig
 from mmlm_stream.errors import SourceError
 from mmlm_stream.operators.audio_chunker import AudioChunker
 from mmlm_stream.operators.container import (
+    JUMP_WARNINGS,
     ContainerDecoder,
     ReadError,
     explain,
@@ -40,7 +41,12 @@ from mmlm_stream.operators.container import (
 )
 from mmlm_stream.operators.frame_sampler import FrameSampler
 from mmlm_stream.operators.source import SourceSpec, resolve_source
-from mmlm_stream.operators.subtitles import read_sidecar, sidecar_language
+from mmlm_stream.operators.subtitles import (
+    CueCleaner,
+    SidecarTooLarge,
+    read_sidecar,
+    sidecar_language,
+)
 from mmlm_stream.operators.time_order import TimeOrderer
 
 logger = logging.getLogger(__name__)
@@ -86,6 +92,8 @@ class SourceDecoder:
     (exponentially, with jitter) and come back, their media time continuing monotonically
     from where it stopped plus the wall time of the outage. A file that cannot be opened
     raises ``SourceError``; one that breaks part-way yields what it could, then a warning.
+    ``limits`` (batch inputs) bound a source that is not live: past them it raises
+    ``SourceError``, so an endless HTTP stream cannot hold a job forever.
     """
 
     def __init__(
@@ -94,6 +102,7 @@ class SourceDecoder:
         config: DecodeConfig | None = None,
         stop: threading.Event | None = None,
         clock: Callable[[], float] = _time.monotonic,
+        limits: JobsConfig | None = None,
     ) -> None:
         self.spec = spec
         self.config = config or DecodeConfig()
@@ -105,6 +114,7 @@ class SourceDecoder:
             if self.config.live is not None
             else spec.live_by_scheme or self.config.loop
         )
+        self.limits = None if self.live else limits
         self._pace_origin: float | None = None
         self._state: StreamState | None = None
 
@@ -115,6 +125,8 @@ class SourceDecoder:
 
     def _run(self) -> Iterator[ChannelItem]:
         spec, cfg = self.spec, self.config
+        if self.limits is not None:
+            check_size(spec, self.limits)
         sidecars, warnings = self._load_sidecars()
         yield from warnings
         rc = cfg.reconnect
@@ -148,6 +160,14 @@ class SourceDecoder:
                 continue
             with container:
                 selection = select_streams(container, cfg)
+                if selection.video is None and selection.oversized:
+                    # Audio alone would pass for the whole source: say why instead.
+                    if not self.live:
+                        raise SourceError(spec.url, selection.oversized[0], permanent=True)
+                    yield self._status(
+                        StreamState.FAILED, last_time or 0.0, selection.oversized[0], failures
+                    )
+                    return
                 if selection.video is None and selection.audio is None and not selection.subtitles:
                     why = "; ".join(selection.skipped) or "the container has no streams"
                     reason = f"no decodable video, audio or subtitles ({why})"
@@ -162,12 +182,22 @@ class SourceDecoder:
                     offset = last_time + max(0.0, self.clock() - last_wall)
                 if selection.audio is not None:
                     if chunker is None:
-                        chunker = AudioChunker(spec.source_id, cfg.audio_chunk_s)
+                        chunker = AudioChunker(
+                            spec.source_id, cfg.audio_chunk_s, max_fill_s=cfg.max_gap_s
+                        )
                     elif opened_once:
                         chunker.restart_at(offset)
                 opened_once = True
                 session = ContainerDecoder(
-                    spec.source_id, container, selection, cfg, sampler, chunker, offset, self.live
+                    spec.source_id,
+                    container,
+                    selection,
+                    cfg,
+                    sampler,
+                    chunker,
+                    offset,
+                    self.live,
+                    url=spec.url,
                 )
                 cues = deque(
                     replace(c, start=c.start + offset, end=c.end + offset) for c in sidecars
@@ -181,6 +211,8 @@ class SourceDecoder:
                             failures = 0
                         orderer.push(items)
                         yield from self._release(orderer.pop_ready(session.watermark), cues)
+                        if self.limits is not None:
+                            self._check_limits(session, self.limits)
                         if self.stop.is_set():
                             break
                 except ReadError as exc:
@@ -222,12 +254,41 @@ class SourceDecoder:
             session.duration
             and at < session.duration - TRUNCATION_SLACK_S
             and not self.stop.is_set()
+            and not session.discontinuities  # the declared duration spans the jumps
         ):
             yield DecodeWarning(
                 sid, at, f"{url}: data ends at {at:.2f}s of {session.duration:.2f}s (truncated?)"
             )
         if session.bad_packets:
             yield DecodeWarning(sid, at, f"{url}: skipped {session.bad_packets} corrupt packets")
+        if session.discontinuities > JUMP_WARNINGS:
+            more = session.discontinuities - JUMP_WARNINGS
+            yield DecodeWarning(sid, at, f"{url}: timestamps jumped {more} more times")
+        if session.clean.truncated:
+            yield DecodeWarning(
+                sid,
+                at,
+                f"{url}: cut {session.clean.truncated} subtitle cues to "
+                f"decode.max_cue_chars ({self.config.max_cue_chars})",
+            )
+
+    def _check_limits(self, session: ContainerDecoder, limits: JobsConfig) -> None:
+        """Past ``jobs.max_duration_s`` of media or ``jobs.max_bytes`` of packets, the input
+        fails: the bytes bound a network input that ``check_size`` could not."""
+        reached = (session.reached or 0.0) - session.offset
+        if reached > limits.max_duration_s:
+            raise SourceError(
+                self.spec.url,
+                f"longer than jobs.max_duration_s ({limits.max_duration_s:g}s of media); "
+                f"stopped at {reached:.1f}s",
+                permanent=True,
+            )
+        if session.bytes_read > limits.max_bytes:
+            raise SourceError(
+                self.spec.url,
+                f"more than jobs.max_bytes ({limits.max_bytes} bytes) of media; stopped",
+                permanent=True,
+            )
 
     def _load_sidecars(self) -> tuple[list[SubtitleCue], list[DecodeWarning]]:
         cues: list[SubtitleCue] = []
@@ -235,16 +296,33 @@ class SourceDecoder:
         if not self.config.subtitles:
             return cues, warnings
         stem = self.spec.path.stem if self.spec.path is not None else ""
+        sid = self.spec.source_id
+        clean = CueCleaner(self.config.max_cue_chars)
         for path in sidecar_candidates(self.spec, self.config):
             try:
-                cues.extend(read_sidecar(path, self.spec.source_id, sidecar_language(stem, path)))
-            except (OSError, UnicodeDecodeError, pysubs2.Pysubs2Error, ValueError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
-                warnings.append(
-                    DecodeWarning(
-                        self.spec.source_id, 0.0, f"{path}: unreadable subtitles ({reason})"
+                cues.extend(
+                    read_sidecar(
+                        path,
+                        sid,
+                        sidecar_language(stem, path),
+                        clean=clean,
+                        max_bytes=self.config.max_sidecar_bytes,
                     )
                 )
+            except SidecarTooLarge as exc:
+                warnings.append(DecodeWarning(sid, 0.0, f"{path}: subtitles skipped ({exc})"))
+            except (OSError, UnicodeDecodeError, pysubs2.Pysubs2Error, ValueError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
+                warnings.append(DecodeWarning(sid, 0.0, f"{path}: unreadable subtitles ({reason})"))
+        if clean.truncated:
+            warnings.append(
+                DecodeWarning(
+                    sid,
+                    0.0,
+                    f"{self.spec.url}: cut {clean.truncated} sidecar subtitle cues to "
+                    f"decode.max_cue_chars ({self.config.max_cue_chars})",
+                )
+            )
         cues.sort(key=lambda cue: (cue.start, cue.end))
         return cues, warnings
 
@@ -276,13 +354,31 @@ class SourceDecoder:
         return StreamStatus(self.spec.source_id, state, media_time, reason=reason, attempt=attempt)
 
 
+def check_size(spec: SourceSpec, limits: JobsConfig) -> None:
+    """A local file over ``jobs.max_bytes`` fails before anything opens it."""
+    if spec.path is None:
+        return
+    try:
+        size = spec.path.stat().st_size
+    except OSError:
+        return  # opening it says why, in the usual words
+    if size > limits.max_bytes:
+        raise SourceError(
+            spec.url,
+            f"file is {size} bytes, over jobs.max_bytes ({limits.max_bytes})",
+            permanent=True,
+        )
+
+
 def decode(
     target: str | SourceSpec,
     config: DecodeConfig | None = None,
     *,
     source_id: str | None = None,
     stop: threading.Event | None = None,
+    limits: JobsConfig | None = None,
 ) -> SourceDecoder:
-    """Decode ``target`` (path or URL); iterate the result for time-ordered channel items."""
+    """Decode ``target`` (path or URL); iterate the result for time-ordered channel items.
+    ``limits`` bound a batch input (a source that is not live)."""
     spec = target if isinstance(target, SourceSpec) else resolve_source(target, source_id)
-    return SourceDecoder(spec, config, stop)
+    return SourceDecoder(spec, config, stop, limits=limits)

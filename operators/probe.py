@@ -20,7 +20,7 @@ from mmlm_stream.operators.container import (
     sidecar_candidates,
 )
 from mmlm_stream.operators.source import SourceSpec, resolve_source
-from mmlm_stream.operators.subtitles import read_sidecar, sidecar_language
+from mmlm_stream.operators.subtitles import CueCleaner, read_sidecar, sidecar_language
 
 
 class StreamInfo(BaseModel):
@@ -164,7 +164,13 @@ def probe(
         info = SidecarInfo(path=str(path), format=path.suffix.lstrip(".").lower())
         info.language = sidecar_language(stem, path)
         try:
-            info.cues = len(read_sidecar(path, spec.source_id))
+            cues = read_sidecar(
+                path,
+                spec.source_id,
+                clean=CueCleaner(cfg.max_cue_chars),
+                max_bytes=cfg.max_sidecar_bytes,
+            )
+            info.cues = len(cues)
         except (OSError, UnicodeDecodeError, pysubs2.Pysubs2Error, ValueError) as exc:
             info.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         result.sidecars.append(info)

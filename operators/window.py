@@ -10,13 +10,18 @@ arrives for a closed window is counted and dropped.
 Channels named ``deferred`` (live: speech, whose transcripts come seconds after the audio)
 may lag: ``ready_early`` hands out a snapshot of each window once the other channels are
 complete, so events that do not need the deferred channels go out before the window closes.
+
+Gaps cost nothing: a run of windows holding no item that covers more than ``max_gap_s`` is
+skipped in one step (a live source back after an outage, a timestamp jump), and an item
+lands in the windows within ``max_gap_s`` of its start only (a cue claiming to last a day).
+Work and memory per item are bounded by the windows it really covers, never by media time.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
@@ -38,6 +43,7 @@ class Windower:
         wall_of: Callable[[float], datetime | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         deferred: Iterable[Channel] = (),
+        max_gap_s: float = 60.0,
     ) -> None:
         if window_s <= 0 or hop_s <= 0 or hop_s > window_s:
             raise ValueError("need 0 < hop_s <= window_s")
@@ -51,12 +57,17 @@ class Windower:
         self.wall_of = wall_of
         self.clock = clock
         self.deferred = frozenset(deferred) & self.channels
+        self.max_gap_s = max_gap_s
+        self.skipped_windows = 0
         self.late_dropped: Counter[Channel] = Counter()
         self._watermark: dict[Channel, float] = dict.fromkeys(self.channels, -math.inf)
         self._open: dict[int, dict[Channel, list[Evidence]]] = defaultdict(
             lambda: defaultdict(list)
         )
-        self._reached_at: dict[int, float] = {}
+        # When the fastest channel passed each window's end: (last window passed, wall time)
+        # per advance that passed a new one, oldest first; one entry covers a whole gap.
+        self._reached: deque[tuple[int, float]] = deque()
+        self._reached_last = -1
         self._next = 0
         self._next_early = 0
         self._last = -1
@@ -77,9 +88,19 @@ class Windower:
             first = math.floor((start - self.window_s) / self.hop_s + _EPS) + 1
             last = math.floor(start / self.hop_s + _EPS)
         else:  # an interval: start_k < end and end_k > start
+            end = min(end, start + self.max_gap_s)
             first = math.floor((start - self.window_s) / self.hop_s + _EPS) + 1
             last = math.ceil(end / self.hop_s - _EPS) - 1
         return range(max(first, 0), last + 1)
+
+    def _last_ending_by(self, media_time: float) -> int:
+        """The last window whose end is at or before ``media_time`` (-1: none)."""
+        k = math.floor((media_time - self.window_s) / self.hop_s)
+        while self.end_of(k + 1) <= media_time + _EPS:
+            k += 1
+        while k >= 0 and self.end_of(k) > media_time + _EPS:
+            k -= 1
+        return max(k, -1)
 
     def add(self, channel: Channel, item: Evidence) -> None:
         """Put ``item`` into every open window it belongs to; also advances the watermark."""
@@ -101,22 +122,31 @@ class Windower:
         if media_time > self._watermark[channel]:
             self._watermark[channel] = media_time
         fastest = max(self._watermark.values())
-        k = self._next
-        now = None
-        while self.end_of(k) <= fastest + _EPS:
-            if k not in self._reached_at:
-                now = self.clock() if now is None else now
-                self._reached_at[k] = now
-            k += 1
+        if not math.isfinite(fastest):
+            return
+        last = self._last_ending_by(fastest)
+        if last > self._reached_last:
+            self._reached.append((last, self.clock()))
+            self._reached_last = last
+
+    def _reached_at(self, k: int) -> float | None:
+        """Wall time at which the fastest channel passed the end of window ``k``."""
+        for last, when in self._reached:
+            if last >= k:
+                return when
+        return None
 
     def ready(self) -> list[WindowContents]:
         """Windows that can close now, in order."""
         closed = []
         slowest = min(self._watermark.values())
         now = self.clock()
-        while self._due(self._next, slowest, now):
+        settled = self._settled(slowest, now)
+        while True:
+            self._skip_to(self._gap_end(self._next, settled))
+            if not self._due(self._next, slowest, now):
+                return closed
             closed.append(self._close(self._next))
-        return closed
 
     def ready_early(self) -> list[WindowContents]:
         """Snapshots, once each and in order, of open windows whose channels other than the
@@ -128,16 +158,52 @@ class Windower:
         now = self.clock()
         snapshots = []
         k = max(self._next_early, self._next)
-        while self._due(k, slowest, now):
+        settled = self._settled(slowest, now)
+        while True:
+            k = self._gap_end(k, settled)
+            if not self._due(k, slowest, now):
+                break
             snapshots.append(self._contents(k, self._open.get(k, {})))
             k += 1
         self._next_early = k
         return snapshots
 
+    def _settled(self, slowest: float, now: float) -> int:
+        """The last window no item can reach any more: the slowest channel passed its end,
+        or (live) it is ``max_lateness_s`` overdue."""
+        if math.isfinite(slowest):
+            last = self._last_ending_by(slowest)
+        else:
+            last = self._last if slowest > 0 else -1
+        if self.max_lateness_s is not None:
+            for reached, when in self._reached:
+                if now - when < self.max_lateness_s:
+                    break
+                last = max(last, reached)
+        return last
+
+    def _gap_end(self, k: int, settled: int) -> int:
+        """Where to go on from window ``k``: past the settled windows holding no item from
+        ``k`` on when they cover more than ``max_gap_s``, else ``k`` itself."""
+        if any(self._open.get(k, {}).values()):
+            return k
+        holding = (j for j, buckets in self._open.items() if j > k and any(buckets.values()))
+        until = min(min(holding, default=settled + 1), settled + 1)
+        return until if (until - k) * self.hop_s > self.max_gap_s else k
+
+    def _skip_to(self, k: int) -> None:
+        if k <= self._next:
+            return
+        for j in [j for j in self._open if j < k]:
+            del self._open[j]
+        self.skipped_windows += k - self._next
+        self._next = k
+        self._forget_reached()
+
     def _due(self, k: int, slowest: float, now: float) -> bool:
         if slowest + _EPS >= self.end_of(k):
             return True
-        reached = self._reached_at.get(k)
+        reached = self._reached_at(k)
         return (
             self.max_lateness_s is not None
             and reached is not None
@@ -146,13 +212,22 @@ class Windower:
 
     def finish(self) -> list[WindowContents]:
         """End of stream: close every remaining window up to the last one holding an item."""
-        return [self._close(self._next) for _ in range(self._next, self._last + 1)]
+        closed = []
+        while True:
+            self._skip_to(self._gap_end(self._next, self._last))
+            if self._next > self._last:
+                return closed
+            closed.append(self._close(self._next))
 
     def _close(self, k: int) -> WindowContents:
         buckets = self._open.pop(k, {})
-        self._reached_at.pop(k, None)
         self._next = k + 1
+        self._forget_reached()
         return self._contents(k, buckets)
+
+    def _forget_reached(self) -> None:
+        while self._reached and self._reached[0][0] < self._next:
+            self._reached.popleft()
 
     def _contents(self, k: int, buckets: dict[Channel, list[Evidence]]) -> WindowContents:
         end = self.end_of(k)
