@@ -426,12 +426,16 @@ class PipelineBackend:
         job.state = "failed" if failed == len(job.inputs) else "partial" if failed else "done"
         job.finished_at = utc_stamp()
 
+    def _job_config(self) -> dict[str, Any]:
+        """A job reads each input once, live schemes included (no reconnecting), so the job
+        limits (``jobs.*``) bound it and a camera URL submitted as a job ends."""
+        decode = self.config.decode.model_copy(update={"live": False, "loop": False})
+        return self.config.model_copy(update={"decode": decode}).model_dump(mode="json")
+
     async def _describe_input(self, item: JobInput, out: Path) -> str | None:
         assert item.source is not None
         spec = resolve_source(item.input, item.source)
-        request = DescribeRequest(
-            spec.url, spec.source_id, self.config.model_dump(mode="json"), untrusted=True
-        )
+        request = DescribeRequest(spec.url, spec.source_id, self._job_config(), untrusted=True)
 
         def count(message: JobMessage) -> None:
             if isinstance(message, WindowDone):

@@ -7,6 +7,7 @@ container from open to end and reports media times relative to the source start 
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,6 +72,9 @@ def explain(exc: BaseException, spec: SourceSpec, timeout_s: float | None = None
             return "not a readable media file (corrupt, or an MP4 truncated before its index)"
         return "not a readable media file (unknown format or corrupt data)"
     if isinstance(exc, av.error.FFmpegError):
+        if spec.is_file and exc.errno == errno.EBUSY and spec.path and spec.path.is_file():
+            # What FFmpeg answers for a regular file whose stream parameters it refuses.
+            return "not a readable media file (invalid stream parameters)"
         return exc.strerror or type(exc).__name__
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)

@@ -64,3 +64,26 @@ def test_a_reached_limit_is_429_with_the_reason() -> None:
     assert answer.status_code == 429
     assert answer.headers["retry-after"] == "30"
     assert answer.json() == {"detail": "the service runs 64 streams, its limit (api.max_streams)"}
+
+
+def test_a_job_reads_camera_urls_once_so_the_job_limits_end_it(tmp_path: Path) -> None:
+    seen: list[DescribeRequest] = []
+
+    async def record(request: DescribeRequest) -> AsyncIterator[JobMessage]:
+        seen.append(request)
+        raise RuntimeError("no pipeline here")
+        yield  # type: ignore[unreachable]
+
+    async def scenario() -> None:
+        config = Config(api=ApiConfig())
+        backend = PipelineBackend(config, record, lambda texts: [], NullPublisher(), None, tmp_path)
+        job = backend.submit_job(JobRequest(inputs=["rtsp://cam.example/live"]))
+        for _ in range(100):
+            if backend.get_job(job.id).state not in ("queued", "running"):
+                break
+            await asyncio.sleep(0.02)
+        await backend.close()
+
+    asyncio.run(scenario())
+    assert len(seen) == 1 and seen[0].untrusted
+    assert seen[0].config["decode"]["live"] is False
