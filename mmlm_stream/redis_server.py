@@ -330,6 +330,15 @@ def _log_tail(path: Path) -> str:
     return lines[-1].split(" # ", 1)[-1].strip() if lines else "no log"
 
 
+def _read_pid(pidfile: Path) -> int | None:
+    """The pid the server wrote, or None while the file is absent or half written."""
+    try:
+        text = pidfile.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
 def _start(config: RedisConfig, state: dict[str, Any]) -> EmbeddedServer:
     directory = config.embedded_dir
     previous = state.get("port")
@@ -369,7 +378,7 @@ def _start(config: RedisConfig, state: dict[str, Any]) -> EmbeddedServer:
     deadline = time.monotonic() + _START_TIMEOUT_S
     try:
         while True:
-            pid = int(pidfile.read_text().strip()) if pidfile.exists() else None
+            pid = _read_pid(pidfile)
             try:
                 info = client.info("server")
                 if pid is not None:
