@@ -461,7 +461,7 @@ def test_redis_url_with_user_and_password(tmp_path: Path) -> None:
         url = f"redis://alice:s3cret@127.0.0.1:{server.port}/0"
         endpoint = connect(RedisConfig(), environ={"REDIS_URL": url})
         assert not endpoint.embedded and endpoint.client.acl_whoami() == "alice"
-        assert endpoint.display_url == f"redis://alice:***@127.0.0.1:{server.port}/0"
+        assert endpoint.display_url == f"redis://***@127.0.0.1:{server.port}/0"
         publish(url, [window(0.0)])
         assert endpoint.client.xlen(KEYS.windows("clip.mkv")) == 1
         endpoint.client.close()
