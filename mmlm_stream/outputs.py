@@ -15,10 +15,10 @@ import os
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pysubs2
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field
 
 from mmlm_stream.aggregate import WindowOutput
 from mmlm_stream.evidence import Channel
@@ -37,17 +37,22 @@ class LabelSummary(BaseModel):
     windows: int
 
 
+# Files outlive the run and travel: an input's credentials never reach them.
+ShownUrl = Annotated[str, AfterValidator(redact_url)]
+ShownText = Annotated[str, AfterValidator(redact_text)]
+
+
 class SummaryRecord(BaseModel):
     schema_: Literal["mmlm.summary/1"] = Field(SUMMARY_SCHEMA, alias="schema")
     source: str
-    input: str
+    input: ShownUrl
     duration: float
     windows: int
     events: dict[str, int]
     top_labels: dict[str, list[LabelSummary]]
     transcript: str
     subtitle_cues: int
-    warnings: list[str] = Field(default_factory=list)
+    warnings: list[ShownText] = Field(default_factory=list)
     models: dict[str, str] = Field(default_factory=dict)
     late_dropped: int = 0
     nodes: dict[str, str] = Field(
@@ -55,33 +60,13 @@ class SummaryRecord(BaseModel):
     )
     created_at: str
 
-    @field_validator("input")
-    @classmethod
-    def _redact_input(cls, value: str) -> str:
-        return redact_url(value)
-
-    @field_validator("warnings")
-    @classmethod
-    def _redact_warnings(cls, value: list[str]) -> list[str]:
-        return [redact_text(line) for line in value]
-
 
 class ErrorRecord(BaseModel):
     schema_: Literal["mmlm.error/1"] = Field("mmlm.error/1", alias="schema")
     source: str
-    input: str
-    reason: str
+    input: ShownUrl
+    reason: ShownText
     created_at: str
-
-    @field_validator("input")
-    @classmethod
-    def _redact_input(cls, value: str) -> str:
-        return redact_url(value)
-
-    @field_validator("reason")
-    @classmethod
-    def _redact_reason(cls, value: str) -> str:
-        return redact_text(value)
 
 
 def paths(out_dir: Path, source: str) -> dict[str, Path]:
