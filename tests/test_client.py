@@ -466,7 +466,7 @@ def test_redis_url_with_user_and_password(tmp_path: Path) -> None:
         assert endpoint.client.xlen(KEYS.windows("clip.mkv")) == 1
         endpoint.client.close()
         wrong = url.replace("s3cret", "wrong")
-        with pytest.raises(RedisUnavailable, match=r"alice:\*\*\*@.*: authentication failed"):
+        with pytest.raises(RedisUnavailable, match=r"redis://\*\*\*@.*: authentication failed"):
             connect(RedisConfig(), environ={"REDIS_URL": wrong})
     finally:
         server.stop()
