@@ -12,6 +12,7 @@ the fusion head, the text rules and the description complete the window record.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -21,7 +22,7 @@ import numpy as np
 from mmlm_stream.config import Config
 from mmlm_stream.evidence import Channel, Evidence, FusedWindow, WindowContents
 from mmlm_stream.fusion_head import LoadedHead
-from mmlm_stream.models.roles import Label
+from mmlm_stream.models.roles import Label, TranscriptSegment
 from mmlm_stream.operators.describe import make_describer
 from mmlm_stream.operators.detect import EventEngine, QueryScorer, needs_text
 from mmlm_stream.operators.fuse import Fuser, FuseSettings
@@ -33,6 +34,7 @@ from mmlm_stream.records import (
     SpeechText,
     WindowRecord,
     utc_stamp,
+    utterance_id,
 )
 
 TextEmbedder = Callable[[Sequence[str]], np.ndarray]
@@ -54,6 +56,28 @@ class Polled:
 
     windows: list[WindowOutput]
     events: list[EventRecord]
+
+
+def transcript_of(contents: WindowContents) -> list[TranscriptSegment]:
+    """The utterances (transcript segments, whole) in a window, in time order."""
+    found = [s for s in contents.of(Channel.SPEECH) if isinstance(s, TranscriptSegment)]
+    return sorted(found, key=lambda s: (s.start, s.end))
+
+
+def owner(t: float, hop_s: float) -> int:
+    """The window whose hop holds media time ``t``: window k owns [k * hop, (k + 1) * hop)."""
+    return math.floor(t / hop_s + 1e-9)
+
+
+def hop_text(utterances: Sequence[TranscriptSegment], start: float, hop_s: float) -> str:
+    """The words of ``utterances`` that start in the hop of the window at ``start``; an
+    utterance without word times is one word at its start."""
+    k = owner(start, hop_s)
+    words: list[str] = []
+    for u in utterances:
+        timed = [(w.start, w.text) for w in u.words] or [(u.start, u.text)]
+        words += [text.strip() for t, text in timed if owner(t, hop_s) == k and text.strip()]
+    return " ".join(words)
 
 
 def _scores(labels: Sequence[Label]) -> list[LabelScore]:
@@ -139,6 +163,24 @@ class SourceAggregator:
     def close(self) -> None:
         """Nothing to release in process (the Aggregation protocol's hook for actors)."""
 
+    def _speech(self, contents: WindowContents, fused: FusedWindow) -> Speech:
+        """The window's speech: its words, the utterances it overlaps, its hop's words (the
+        partition rule is in ``records.Speech``)."""
+        utterances = transcript_of(contents)
+        return Speech(
+            text=fused.speech_text,
+            segments=[
+                SpeechText(
+                    start=round(u.start, 3),
+                    end=round(u.end, 3),
+                    text=u.text.strip(),
+                    utterance_id=utterance_id(contents.source, u.start),
+                )
+                for u in utterances
+            ],
+            new_text=hop_text(utterances, contents.start, self.config.window.hop_s),
+        )
+
     def _emit(self, contents: WindowContents) -> WindowOutput:
         early_ids: list[str] = []
         looked = contents.window_id in self._early  # its fast events are already out
@@ -168,13 +210,7 @@ class SourceAggregator:
             wall_start=utc_stamp(contents.wall_start) if contents.wall_start else None,
             visual=_scores(fused.visual),
             audio=_scores(fused.audio),
-            speech=Speech(
-                text=fused.speech_text,
-                segments=[
-                    SpeechText(start=round(s.start, 3), end=round(s.end, 3), text=s.text)
-                    for s in fused.transcript
-                ],
-            ),
+            speech=self._speech(contents, fused),
             subtitles=[
                 SpeechText(start=round(c.start, 3), end=round(c.end, 3), text=c.text)
                 for c in fused.subtitles

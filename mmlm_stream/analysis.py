@@ -299,32 +299,36 @@ class SourceAnalysis:
             return
         total = sum(s.end - s.start for s in self.speech)
         full = total >= WHISPER_WINDOW_S * self.config.models.speech.batch_size
-        # Live: each utterance as soon as it ends, so its windows are not held back.
-        delay = 0.0 if self.decoder.live else MAX_SPEECH_DELAY_S
+        # Live: each utterance as soon as it ends, so its windows are not held back; while
+        # the recogniser is busy the utterances that end wait and then go together (packed,
+        # several cost what one costs), so a backlog shrinks instead of growing.
+        live = self.decoder.live
+        delay = 0.0 if live else MAX_SPEECH_DELAY_S
         stale = self.progress - self.speech[0].start >= delay
-        if force or full or stale:
+        busy = live and any(not pending.done() for _start, pending in self.transcribing)
+        if force or full or (stale and not busy):
             batch, self.speech = self.speech, []
-            self._bound_speech(sum(s.end - s.start for s in batch))
             pending = self._speech_pool.submit(self.encoders.transcribe, batch)
             self.transcribing.append((batch[0].start, pending))
             self._speech_seconds[pending] = sum(s.end - s.start for s in batch)
+        else:
+            self._bound_speech()
         self._collect_speech(wait=force)
 
-    def _bound_speech(self, adding_s: float) -> None:
-        """Keep the transcription backlog under ``live.max_pending_speech_s``: batches not
-        started yet are dropped oldest first (counted in ``result.speech_dropped``)."""
+    def _bound_speech(self) -> None:
+        """Last resort for a recogniser slower than real time even when packed: speech
+        waiting beyond ``live.max_pending_speech_s`` is dropped oldest first (counted in
+        ``result.speech_dropped_s``) rather than held without bound."""
         limit = self.config.live.max_pending_speech_s
-        for _start, pending in list(self.transcribing):
-            if sum(self._speech_seconds.values()) + adding_s <= limit:
-                return
-            if pending.cancel():
-                self.result.speech_dropped_s += self._speech_seconds.pop(pending)
-                logger.warning(
-                    "%s: speech backlog over %.0fs; dropped %.1fs of untranscribed speech",
-                    self.spec.source_id,
-                    limit,
-                    self.result.speech_dropped_s,
-                )
+        while self.speech and sum(s.end - s.start for s in self.speech) > limit:
+            dropped = self.speech.pop(0)
+            self.result.speech_dropped_s += dropped.end - dropped.start
+            logger.warning(
+                "%s: speech backlog over %.0fs; dropped %.1fs of untranscribed speech",
+                self.spec.source_id,
+                limit,
+                self.result.speech_dropped_s,
+            )
 
     def _collect_speech(self, wait: bool) -> None:
         """Transcripts that are ready (all of them with ``wait``), in order, to the aggregator."""

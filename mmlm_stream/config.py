@@ -184,6 +184,15 @@ class DetectorModelConfig(RoleConfig):
     fps: float = Field(1.0, gt=0, description="Frames per second of media given to the detector.")
     threshold: float = Field(0.5, ge=0, le=1, description="Minimum detection score.")
     batch_size: int = Field(4, ge=1, description="Frames per detector call.")
+    gated: bool = Field(
+        True,
+        description="Detect only frames where something may be there: motion since the last "
+        "detected frame, an animal or person in the frame labels, or refresh_s passed; other "
+        "frames keep the last detections.",
+    )
+    refresh_s: float = Field(
+        10.0, gt=0, description="Gated: detect at least this often (media seconds) anyway."
+    )
 
 
 class ModelsConfig(_Section):
@@ -250,9 +259,10 @@ class LiveConfig(_Section):
     max_pending_speech_s: float = Field(
         120.0,
         gt=0,
-        description="Speech waiting for transcription at most (seconds of audio); beyond it "
-        "the oldest utterances are dropped and counted, so a slow recogniser cannot exhaust "
-        "memory.",
+        description="Speech waiting for transcription at most (seconds of audio). While the "
+        "recogniser is busy, utterances wait and go together in one packed call; only beyond "
+        "this are the oldest dropped and counted (a last resort, so a slow recogniser cannot "
+        "exhaust memory).",
     )
     outbox_max_bytes: int = Field(
         64 * 1024 * 1024,

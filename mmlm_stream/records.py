@@ -75,6 +75,11 @@ def window_id(source: str, start: float) -> str:
     return f"{source}:{round(start * 1000)}"
 
 
+def utterance_id(source: str, start: float) -> str:
+    """``{source}:speech:{start_ms}``: one id per utterance, the same on every re-run."""
+    return f"{source}:speech:{round(start * 1000)}"
+
+
 def event_id(source: str, type_: str, key: str, start: float) -> str:
     """Deterministic from (source, type, key, start_ms) so a re-run overwrites, never duplicates."""
     digest = hashlib.sha1(f"{source}|{type_}|{key}|{round(start * 1000)}".encode()).hexdigest()
@@ -149,14 +154,43 @@ class LabelScore(_Record):
 
 
 class SpeechText(_Record):
-    start: float
-    end: float
-    text: str
+    """A timed text: a subtitle cue, or (in ``speech.segments``) an utterance."""
+
+    start: float = Field(description="Start in media seconds (an utterance's true start).")
+    end: float = Field(description="End in media seconds (an utterance's true end).")
+    text: str = Field(description="The cue's text, or the whole utterance's text.")
+    utterance_id: str | None = Field(
+        None,
+        description="In speech.segments: the utterance's id, ``{source}:speech:{start_ms}``, "
+        "the same in every window it overlaps and in the summary's transcript.",
+    )
 
 
 class Speech(_Record):
-    text: str = ""
-    segments: list[SpeechText] = Field(default_factory=list)
+    """What is said in a window, and the window's share of the transcript.
+
+    The transcript is a list of utterances, each once, with a stable id (``utterance_id``)
+    and its true start and end. Windows overlap, so each word is given to exactly one
+    window, the one whose hop holds the word's start: window ``k`` owns
+    ``[k * hop, (k + 1) * hop)`` (for hop 2 s and window 4 s, ``[start, start + 2)``); an
+    utterance without word times counts as one word at its start. That partitions media
+    time, the last window included (it holds every word that starts in its hop, and no
+    later window exists that could), so joining ``new_text`` over the windows in order, with
+    spaces, gives the whole transcript with no repeats.
+    """
+
+    text: str = Field(
+        "", description="Words spoken inside the window [start, end); overlaps its neighbours."
+    )
+    segments: list[SpeechText] = Field(
+        default_factory=list,
+        description="Every utterance the window overlaps, whole: id, true start/end, text.",
+    )
+    new_text: str = Field(
+        "",
+        description="The transcript's words whose start lies in this window's hop "
+        "[start, start + hop): concatenated over windows in order, the transcript.",
+    )
 
 
 class WindowRecord(_Published):

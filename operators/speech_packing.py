@@ -44,6 +44,19 @@ SILENCE_DBFS = -60.0
 """Inputs quieter than this (RMS) are digital silence: skipped, since Whisper invents words."""
 MAX_COMPRESSION_RATIO = 2.4
 """Whisper's own limit: text that zlib compresses more than this is a repetition loop."""
+RETRY_MIN_S = 1.5
+"""Speech this long inside a piece with no words is decoded again on its own (``uncovered``)."""
+RETRY_MARGIN_S = 0.15
+"""How far a retried stretch keeps from the words beside it (word ends are approximate)."""
+MAX_WORD_S = 1.0
+"""Longest a spoken word is taken to last when judging what the words cover."""
+RETRY_BELOW_DB = 6.0
+"""A stretch quieter than the words heard beside it by more than this is background (the
+voices of a babble between two sentences), not skipped speech, and is not decoded again."""
+BACKGROUND_ABOVE_DB = 3.0
+"""Words at most this much louder than the pauses between the sentences of a window are
+the background (other voices under the speaker), when that is also RETRY_BELOW_DB below
+the sentences: the recogniser hears a babble in the pauses and writes it down."""
 SENTENCE_END = re.compile("[.!?\u3002\uff01\uff1f]['\")\\]]*$")
 """Sentence-ending punctuation (Latin and CJK full-width), optionally followed by a closer."""
 
@@ -152,12 +165,14 @@ def pack(
     window_s: float = WINDOW_S,
     gap_s: float = GAP_S,
     split_search_s: float = SPLIT_SEARCH_S,
+    alone: bool = False,
 ) -> list[Window]:
     """Greedily fill windows with the inputs in the order given.
 
     An input longer than a window is split (at quiet moments) into pieces that each fill at
-    most one window; its last piece may share a window with the next input. Empty inputs
-    are skipped. All inputs must share one sample rate.
+    most one window; its last piece may share a window with the next input (unless
+    ``alone``: then every input starts a window of its own). Empty inputs are skipped. All
+    inputs must share one sample rate.
     """
     rates = {speech.sample_rate for speech in inputs if len(speech.samples)}
     if len(rates) > 1:
@@ -189,7 +204,7 @@ def pack(
             if length <= 0:
                 continue
             lead = gap if pieces else 0
-            if cursor + lead + length > limit:
+            if cursor + lead + length > limit or (alone and first == 0):
                 close()
                 lead = 0
             offset = cursor + lead
@@ -197,6 +212,54 @@ def pack(
             cursor = offset + length
     close()
     return windows
+
+
+def uncovered(
+    window: Window,
+    segments: Sequence[TranscriptSegment],
+    min_s: float = RETRY_MIN_S,
+    margin_s: float = RETRY_MARGIN_S,
+) -> list[tuple[Piece, float, float]]:
+    """Stretches of the window's pieces (media seconds) that no segment covers, ``min_s`` or
+    longer, each moved ``margin_s`` away from the segments beside it.
+
+    Greedy decoding without timestamps sometimes skips speech in a long window (its start,
+    or its end after a sentence it took for the last) and says nothing about it; what voice
+    activity called speech but got no words is what such a skip leaves. Words cover their
+    time, each at most ``MAX_WORD_S`` up to its end: the aligner stretches the first word
+    after a skip back over the skipped speech.
+    """
+    covered = [
+        (max(w.start, w.end - MAX_WORD_S), w.end) for s in segments if s.words for w in s.words
+    ] + [(s.start, s.end) for s in segments if not s.words]
+    found: list[tuple[Piece, float, float]] = []
+    for piece in window.pieces:
+        spans = sorted(
+            (max(start, piece.media_start), min(end, piece.media_end))
+            for start, end in covered
+            if end > piece.media_start and start < piece.media_end
+        )
+        cursor, lead = piece.media_start, 0.0
+        for start, end in [*spans, (piece.media_end, piece.media_end)]:
+            tail = margin_s if end > start else 0.0
+            if start - tail - (cursor + lead) >= min_s:
+                found.append((piece, cursor + lead, start - tail))
+            cursor, lead = max(cursor, end), margin_s
+    return found
+
+
+def speech_level_db(samples: np.ndarray, frame: int = 800) -> float:
+    """Level of the loud part of ``samples``: the 90th percentile of 50 ms frame RMS, in dBFS.
+
+    Speech is loud in bursts (syllables) with quiet between them; the percentile follows the
+    bursts, so a near voice and a babble of far ones differ by their distance, not their pauses.
+    """
+    frames = len(samples) // frame
+    if frames == 0:
+        return -120.0
+    energy = np.square(samples[: frames * frame].astype(np.float64)).reshape(frames, frame)
+    rms = float(np.sqrt(np.percentile(energy.mean(axis=1), 90)))
+    return 20 * math.log10(rms) if rms > 0 else -120.0
 
 
 def split_words(words: Sequence[Word], max_pause_s: float = 0.8) -> list[list[Word]]:
@@ -287,8 +350,9 @@ def words_to_segments(
     """Words in window seconds to media-time segments, each within one piece.
 
     Each word goes to the piece it overlaps most (see ``Window.locate``) and is clipped to
-    it. A piece whose words have a mean probability below ``min_probability`` is dropped:
-    in a packed window that is how text invented over a non-speech piece shows itself.
+    it, and to its last ``MAX_WORD_S``. A piece whose words have a mean probability below
+    ``min_probability`` is dropped: in a packed window that is how text invented over a
+    non-speech piece shows itself.
     Word texts keep their leading space until the segment text is joined, so languages
     written without spaces join correctly.
     """
@@ -307,14 +371,21 @@ def words_to_segments(
             text = "".join(word.text for word in group).strip()
             if looks_like_junk(text):
                 continue
+            # The aligner stretches a word over the pause before it: a word lasts at most
+            # MAX_WORD_S (after grouping, so the pause it spanned splits nothing).
             kept = tuple(
-                Word(word.start, word.end, word.text.strip(), word.probability)
+                Word(
+                    max(word.start, word.end - MAX_WORD_S),
+                    word.end,
+                    word.text.strip(),
+                    word.probability,
+                )
                 for word in group
                 if word.text.strip()
             )
             segments.append(
                 TranscriptSegment(
-                    start=group[0].start,
+                    start=kept[0].start if kept else group[0].start,
                     end=group[-1].end,
                     text=text,
                     language=language,

@@ -3,6 +3,10 @@
 Whisper is costly per call and invents words on non-speech, so only speech goes in, as
 whole utterances: a run of speech spans (gaps under ``join_gap_s`` bridged) becomes one
 ``SpeechInput`` when it ends, or when it reaches ``max_s`` so a monologue is not held back.
+Such a cut falls at the quietest moment of the run's last ``cut_search_s`` (a breath between
+words, or the target voice's pause under babble, where voice activity never ends), and the
+rest of the run goes on into the next input: a cut at a fixed length lands inside a word,
+which then belongs to neither side.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ class SpeechSegmenter:
         max_s: float = 28.0,
         pad_s: float = 0.15,
         sample_rate: int = 16_000,
+        cut_search_s: float = 5.0,
     ) -> None:
         self.join_gap_s = join_gap_s
         self.max_s = max_s
+        self.cut_search_s = min(cut_search_s, max_s / 2)
         self.pad_s = pad_s
         self.sample_rate = sample_rate
         self._run: _Run | None = None
@@ -57,7 +63,7 @@ class SpeechSegmenter:
             self._want_end = span.end + self.pad_s
             self._take(chunk, self._run.end if self._run.pieces else start, self._want_end)
             if self._run.end - self._run.start >= self.max_s - 1e-9:
-                out.append(self._emit())
+                out.append(self._cut())
         if self._run is not None and chunk.end - self._want_end > self.join_gap_s:
             out.append(self._emit())
         self._tail = chunk
@@ -81,6 +87,22 @@ class SpeechSegmenter:
             self._run.pieces.append(chunk.samples[a:b])
             self._run.end = chunk.start + b / self.sample_rate
             self._taken_until = self._run.end
+
+    def _cut(self) -> SpeechInput:
+        """The run up to its quietest 50 ms near the end; the rest stays as the open run."""
+        assert self._run is not None
+        run = self._run
+        samples = np.concatenate(run.pieces).astype(np.float32, copy=False)
+        frame = max(1, round(0.05 * self.sample_rate))
+        lo = max(0, len(samples) - round(self.cut_search_s * self.sample_rate))
+        frames = (len(samples) - lo) // frame
+        if frames < 2:
+            return self._emit()
+        region = samples[lo : lo + frames * frame].astype(np.float64)
+        energy = np.square(region).reshape(frames, frame).mean(axis=1)
+        cut = lo + int(np.argmin(energy)) * frame + frame // 2
+        self._run = _Run(run.start + cut / self.sample_rate, run.end, [samples[cut:]])
+        return SpeechInput(run.start, samples[:cut], self.sample_rate)
 
     def _emit(self) -> SpeechInput:
         assert self._run is not None

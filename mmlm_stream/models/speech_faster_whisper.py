@@ -11,7 +11,8 @@ Speech inputs are packed into 30 s windows (``mmlm_stream.operators.speech_packi
 window is decoded in one greedy pass, without the temperature fallback whose retries are
 what makes plain Whisper slow on non-speech, and every word is mapped back to the input it
 came from. Words are always aligned: they are what splits a packed window, and what keeps
-segment times off the silences. ``word_timestamps: false`` only leaves them out of results.
+segment times off the silences, and what tells a background voice from the speaker
+(``whisper_windows``). ``word_timestamps: false`` only leaves them out of results.
 
 The batched decode uses faster-whisper's model methods below its ``transcribe`` (``encode``,
 ``get_prompt``, ``add_word_timestamps``), which is why faster-whisper is pinned exactly.
@@ -261,7 +262,6 @@ class FasterWhisperRecognizer(PackedWhisper):
                 window,
                 result.words,
                 language,
-                keep_words=self._config.word_timestamps,
                 min_probability=MIN_WORD_PROBABILITY,
             )
         segment = text_to_segment(
