@@ -56,14 +56,40 @@ class Frame:
 
 
 @dataclass(frozen=True, slots=True)
+class Tone:
+    """A narrowband peak above a few kHz in ~50 ms of the source's native-rate audio.
+
+    The decoder finds these before resampling to 16 kHz, so alarm and beeper tones the 16 kHz
+    models cannot hear (one real alarm clock is a pure 8.2 kHz tone) still reach the windows.
+    """
+
+    time: float
+    """Centre of the analysis frame, media seconds."""
+    hz: float
+    dbfs: float
+    """Amplitude of the sine at the peak (a full-scale sine is 0)."""
+    prominence_db: float
+    """How far the peak stands above the median power of its band: 10 for noise, 40+ for a tone."""
+
+
+@dataclass(frozen=True, slots=True)
 class AudioChunk:
-    """Mono float32 audio at ``sample_rate``; consecutive chunks have no gaps or overlaps."""
+    """Mono float32 audio at ``sample_rate``; consecutive chunks have no gaps or overlaps.
+
+    ``tones`` are the native-rate tonal peaks (``Tone``) whose frames ended by this chunk's end;
+    ``short_term_dbfs`` is the loudest 400 ms ending in it and ``envelope_dbfs`` the level of
+    each 100 ms ending in it, both measured at the native rate (None / empty: not measured;
+    encoders then measure the 16 kHz samples).
+    """
 
     source: str
     start: float
     samples: np.ndarray = field(repr=False)
     sample_rate: int = AUDIO_SAMPLE_RATE
     index: int = 0
+    tones: tuple[Tone, ...] = ()
+    short_term_dbfs: float | None = None
+    envelope_dbfs: tuple[float, ...] = ()
 
     @property
     def sort_time(self) -> float:

@@ -172,13 +172,25 @@ class KeywordRule(ConditionRule):
 
 
 class SoundRule(ConditionRule):
-    """Alarm-like or named sound tags (key = ``kind``) and loud audio (key = "loud").
+    """Named sounds (key = the sound: ``alarm``, ``ring``, ``beep``...), tags (key = ``kind``)
+    and loud audio (key = "loud").
 
+    With ``alarm``, the window's named sounds (operators/sounds.py) whose key is in ``sounds``
+    raise events under that key: ``alarm`` only for alarm-like evidence that lasts about 2 s
+    (YAMNet patches or a beeping high tone), a phone ring is ``ring``, one beep is ``beep``.
+    Windows without patch-level evidence fall back to the alarm-like tags (``ALARM_TAGS``).
     A loud event's confidence is its level mapped linearly from -60 dBFS (0) to 0 dBFS (1).
     """
 
     type: Literal["sound"] = "sound"
-    alarm: bool = Field(True, description="Match the built-in alarm-like AudioSet tags.")
+    alarm: bool = Field(
+        True, description="Raise events for the built-in named sounds listed in sounds."
+    )
+    sounds: list[str] = Field(
+        default_factory=lambda: ["alarm", "siren", "ring", "doorbell", "beep", "knock"],
+        description="Named sound keys that raise events (alarm, siren, ring, doorbell, beep, "
+        "knock, bell, bang, shatter, ...).",
+    )
     tags: list[str] = Field(
         default_factory=list, description="More AudioSet tag names to match (any synonym)."
     )
@@ -187,7 +199,11 @@ class SoundRule(ConditionRule):
     tag_exit_threshold: float | None = Field(
         None, ge=0, le=1, description="Tag score it must stay at or above; null = same."
     )
-    level: Literal["rms", "peak"] = Field("rms", description="Loudness measure of the window.")
+    level: Literal["rms", "peak", "short_term"] = Field(
+        "rms",
+        description="Loudness measure of the window: rms (whole window), peak, or short_term "
+        "(the loudest 400 ms, so a 1 s burst is not averaged away).",
+    )
     above_dbfs: float | None = Field(
         None, le=0, description="Loud when the level is at or above this; null = off."
     )
@@ -226,11 +242,16 @@ class SceneChangeRule(_Rule):
 
 
 class SpeechRule(_Rule):
-    """Speech begins after silence; one point event at the onset."""
+    """Speech begins after a pause a listener notices; one point event at the onset.
+
+    A new utterance after 1 s without speech (voice activity) is a new turn: people take
+    pauses under about 0.5 s between phrases as one flow and notice those over about 1 s
+    (a turn, a hesitation). The start of a stream counts as silence.
+    """
 
     type: Literal["speech"] = "speech"
     min_silence_s: float = Field(
-        2.0, gt=0, description="Silence that must precede speech for a new 'speech' event."
+        1.0, gt=0, description="Silence that must precede speech for a new 'speech' event."
     )
 
 
@@ -285,9 +306,10 @@ class EventsConfig(_Section):
 def default_rules() -> list[AnyRule]:
     """The built-in rules, chosen for the default model set on real content.
 
-    - speech: a "speech" event when speech follows 2 s of silence.
-    - sound: alarm-like YAMNet tags at 0.3 (continuing down to 0.2), and loud audio at an RMS
-      of -10 dBFS or more (normal speech sits around -30 to -18 dBFS). No jump rule: after
+    - speech: a "speech" event on each utterance that follows 1 s without speech.
+    - sound: named sounds (alarm, siren, ring, doorbell, beep, knock) at 0.3 (continuing down
+      to 0.2), and loud audio when the loudest 400 ms reach -10 dBFS RMS (normal speech sits
+      around -30 to -18 dBFS, its loudest 400 ms about 4 dB higher). No jump rule: after
       digital silence every speech onset is a jump, and a floor high enough to exclude speech
       leaves little that -10 dBFS does not already catch.
     - scene_change: cosine distance of 0.35 between consecutive frame embeddings.
@@ -296,13 +318,13 @@ def default_rules() -> list[AnyRule]:
       "Egyptian cat"), held 2 s, then quiet for 10 s after it ends.
     """
     return [
-        SpeechRule(name="speech", min_silence_s=2.0),
+        SpeechRule(name="speech", min_silence_s=1.0),
         SoundRule(
             name="sound",
             alarm=True,
             tag_threshold=0.3,
             tag_exit_threshold=0.2,
-            level="rms",
+            level="short_term",
             above_dbfs=-10.0,
             cooldown_s=10.0,
         ),
@@ -347,10 +369,10 @@ EXAMPLE_YAML = r"""events:
       cooldown_s: 10
     - type: sound
       name: sound                # replaces the built-in sound rule
-      alarm: true                # built-in alarm-like tags, key "alarm"
+      alarm: true                # built-in named sounds: alarm, siren, ring, doorbell, beep, knock
       tag_threshold: 0.3
       tag_exit_threshold: 0.2
-      level: peak                # loud audio, key "loud"
+      level: peak                # loud audio, key "loud" (rms, peak or short_term: loudest 400 ms)
       above_dbfs: -3
       jump_db: 25                # or 25 dB above the recent median ...
       floor_dbfs: -20            # ... and at least -20 dBFS

@@ -74,6 +74,20 @@ class WindowContents:
         return self.items.get(channel, ())
 
 
+@dataclass(frozen=True, slots=True)
+class HeardSound:
+    """A named sound in a window (operators/sounds.py): key, best score, extent of the
+    evidence, whether it lasted (``lasting``: several consecutive patches or a beeping tone
+    pattern), and the tags or tone that showed it."""
+
+    key: str
+    score: float
+    start: float
+    end: float
+    lasting: bool = False
+    evidence: tuple[Label, ...] = ()
+
+
 @dataclass(frozen=True)
 class FusedWindow:
     """Pooled evidence of one window plus the fused vector the fusion head classifies."""
@@ -84,6 +98,9 @@ class FusedWindow:
     audio: tuple[Label, ...] = ()
     rms_dbfs: float | None = None
     peak_dbfs: float | None = None
+    short_term_dbfs: float | None = None
+    sounds: tuple[HeardSound, ...] | None = None
+    """Named sounds from patch-level evidence; None when the audio encoder gave none."""
     speech_spans: tuple[TimeSpan, ...] = ()
     transcript: tuple[TranscriptSegment, ...] = ()
     subtitles: tuple[SubtitleCue, ...] = ()

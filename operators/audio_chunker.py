@@ -1,4 +1,10 @@
-"""Resample any audio to 16 kHz mono float32 and cut it into contiguous fixed-length chunks."""
+"""Resample any audio to 16 kHz mono float32 and cut it into contiguous fixed-length chunks.
+
+Before resampling, each frame's native-rate mono samples go to a ``ToneTracker`` (tones.py)
+and a ``ShortTermMeter`` (loudness.py); the chunks carry the tonal peaks found (the one look
+at the audio above 8 kHz), the loudest 400 ms measured across chunk boundaries, and the level
+of each 100 ms (the envelope), all at full bandwidth.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,9 @@ import logging
 import av
 import numpy as np
 
-from mmlm_stream.channels import AUDIO_SAMPLE_RATE, AudioChunk
+from mmlm_stream.channels import AUDIO_SAMPLE_RATE, AudioChunk, Tone
+from mmlm_stream.operators.loudness import MeterStep, ShortTermMeter
+from mmlm_stream.operators.tones import ToneTracker
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +54,12 @@ class AudioChunker:
         self._pending: list[np.ndarray] = []
         self._pending_len = 0
         self._index = 0
+        self._tracker = ToneTracker()
+        self._native: av.AudioResampler | None = None
+        self._native_rate = 0
+        self._tones: list[Tone] = []
+        self._meter = ShortTermMeter()
+        self._levels: list[MeterStep] = []
 
     @property
     def pending_start(self) -> float | None:
@@ -62,6 +76,7 @@ class AudioChunker:
     def push(self, frame: av.AudioFrame, time: float | None) -> list[AudioChunk]:
         """Add one decoded frame at media ``time`` (None: continues the previous one)."""
         chunks: list[AudioChunk] = []
+        self._track_tones(frame, time)
         if self._origin is None:
             self._origin = round((time or 0.0) * self.sample_rate)
         elif time is not None:
@@ -98,6 +113,26 @@ class AudioChunker:
         self._pending, self._pending_len = [], 0
         self._origin = round(time * self.sample_rate)
         self._emitted = 0
+        self._tracker.reset()
+        self._tones = []
+        self._meter.reset()
+        self._levels = []
+
+    def _track_tones(self, frame: av.AudioFrame, time: float | None) -> None:
+        """Native-rate mono samples of ``frame`` into the tone tracker and the level meter."""
+        rate = int(frame.sample_rate or 0)
+        if rate <= 0 or frame.samples == 0:
+            return
+        if self._native is None or rate != self._native_rate:
+            self._native = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            self._native_rate = rate
+        first = True
+        for out in self._native.resample(frame):
+            samples = out.to_ndarray().reshape(-1)
+            at = time if first else None
+            self._tones += self._tracker.push(samples, rate, at)
+            self._levels += self._meter.push(samples, rate, at)
+            first = False
 
     def _append(self, samples: np.ndarray) -> None:
         if samples.size:
@@ -112,13 +147,24 @@ class AudioChunker:
         offset = 0
         while buffer.size - offset >= self.chunk_samples or (final and offset < buffer.size):
             piece = buffer[offset : offset + self.chunk_samples]
+            start = (self._origin + self._emitted) / self.sample_rate
+            end = start + piece.size / self.sample_rate
+            last = final and offset + piece.size >= buffer.size
+            tones = tuple(t for t in self._tones if last or t.time < end)
+            self._tones = [t for t in self._tones if not (last or t.time < end)]
+            steps = [m for m in self._levels if last or m.end <= end + 1e-6]
+            self._levels = [m for m in self._levels if not (last or m.end <= end + 1e-6)]
+            levels = [m.short_term_dbfs for m in steps if m.short_term_dbfs is not None]
             chunks.append(
                 AudioChunk(
                     source=self.source,
-                    start=(self._origin + self._emitted) / self.sample_rate,
+                    start=start,
                     samples=piece.copy(),
                     sample_rate=self.sample_rate,
                     index=self._index,
+                    tones=tones,
+                    short_term_dbfs=max(levels) if levels else None,
+                    envelope_dbfs=tuple(round(m.block_dbfs, 1) for m in steps),
                 )
             )
             self._index += 1

@@ -57,6 +57,7 @@ from mmlm_stream.events_config import (
 )
 from mmlm_stream.evidence import Channel, FusedWindow
 from mmlm_stream.models.roles import Label, OcrResult, TranscriptSegment
+from mmlm_stream.operators.label_groups import SOUND_BY_KEY
 from mmlm_stream.operators.query import (
     EvidenceQueryScorer,
     QueryMatch,
@@ -319,8 +320,19 @@ class _KeywordDetector(_ConditionDetector):
 
 
 def _levels(window: FusedWindow) -> dict[str, float]:
-    levels = {"rms_dbfs": window.rms_dbfs, "peak_dbfs": window.peak_dbfs}
+    levels = {
+        "rms_dbfs": window.rms_dbfs,
+        "peak_dbfs": window.peak_dbfs,
+        "short_term_dbfs": window.short_term_dbfs,
+    }
     return {name: round(value, 2) for name, value in levels.items() if value is not None}
+
+
+def _level(window: FusedWindow, measure: str) -> float | None:
+    if measure == "short_term":
+        # Encoders that do not measure it: the window RMS (a lower bound of the loudest 400 ms).
+        return window.short_term_dbfs if window.short_term_dbfs is not None else window.rms_dbfs
+    return window.rms_dbfs if measure == "rms" else window.peak_dbfs
 
 
 def _tag_names(name: str) -> set[str]:
@@ -335,15 +347,56 @@ class _SoundDetector(_ConditionDetector):
         super().__init__(rule)
         tags = [*(ALARM_TAGS if rule.alarm else ()), *rule.tags]
         self.tag_names = {name for tag in tags for name in _tag_names(tag)} - {_SILENCE}
+        self.custom_names = {name for tag in rule.tags for name in _tag_names(tag)} - {_SILENCE}
         self.enter = rule.tag_threshold
         exit_threshold = rule.tag_exit_threshold
         self.exit = rule.tag_threshold if exit_threshold is None else exit_threshold
+        self.keys = set(rule.sounds)
+
+    def _named(self, window: FusedWindow, state: _SourceState) -> dict[str, _Observation]:
+        """One observation per named sound of the window whose key the rule raises, from the
+        sound's calibrated score (``Sound.min_score``) or the rule's threshold if higher.
+
+        The last beeps of an alarm that is going on or just ended (a window holding only its
+        tail, or the alarm's cooldown) belong to the alarm rather than start a ``beep``."""
+        seen = {}
+        alarm_recent = (self.name, "alarm") in state.conditions
+        for heard in window.sounds or ():
+            key = "alarm" if heard.key == "beep" and alarm_recent else heard.key
+            if key not in self.keys or key in seen:
+                continue
+            top = heard.evidence[0] if heard.evidence else Label(heard.key, heard.score)
+            shown = top.label.split(",")[0].strip()
+            sound = SOUND_BY_KEY.get(key)
+            clause = sound.clause if sound is not None else f"a {key} sound is heard"
+            enter = max(self.enter, sound.min_score if sound is not None else 0.0)
+            seen[key] = _Observation(
+                heard.score,
+                heard.score >= enter and key == heard.key,
+                heard.score >= self.exit,
+                window.start,
+                window.end,
+                f"{clause[:1].upper()}{clause[1:]} ({shown} {top.score:.2f}).",
+                {
+                    "audio": {
+                        "labels": _labels_json(heard.evidence),
+                        "start": round(heard.start, 3),
+                        "end": round(heard.end, 3),
+                        "lasting": heard.lasting,
+                    }
+                },
+            )
+        return seen
 
     def observe(self, ctx: _Context) -> dict[str, _Observation]:
         window, rule = ctx.window, self.rule
         seen: dict[str, _Observation] = {}
-        tags = [lb for lb in window.audio if _tag_names(lb.label) & self.tag_names]
-        if tags:
+        named = rule.alarm and window.sounds is not None
+        if named:
+            seen.update(self._named(window, ctx.state))
+        tag_names = self.custom_names if named else self.tag_names
+        tags = [lb for lb in window.audio if _tag_names(lb.label) & tag_names]
+        if tags and rule.kind not in seen:
             top = max(tags, key=lambda lb: lb.score)
             shown = top.label.split(",")[0].strip()
             text = (
@@ -360,7 +413,7 @@ class _SoundDetector(_ConditionDetector):
                 text,
                 {"audio": {"labels": _labels_json(sorted(tags, key=lambda lb: -lb.score))}},
             )
-        level = window.rms_dbfs if rule.level == "rms" else window.peak_dbfs
+        level = _level(window, rule.level)
         if level is not None and (rule.above_dbfs is not None or rule.jump_db is not None):
             loud = self._loud(ctx.state, level)
             if loud is not None:
@@ -370,7 +423,7 @@ class _SoundDetector(_ConditionDetector):
                     True,
                     window.start,
                     window.end,
-                    f"A loud sound is heard ({level:.0f} dBFS {rule.level}).",
+                    f"A loud sound is heard ({level:.0f} dBFS {rule.level.replace('_', '-')}).",
                     {"audio": _levels(window)},
                 )
         return seen

@@ -2,8 +2,9 @@
 
 Frames: embeddings mean and max, label scores max over the window; a score that drops
 decays from the previous window's instead of falling at once, so one bad frame does not
-flip the labels. Audio: tags max over chunks,
-loudness as the power mean (RMS) and the max peak, speech spans clipped to the window.
+flip the labels. Audio: tags max over chunks, loudness as the power mean (RMS), the max peak
+and the max short-term (400 ms) level, named sounds from the patches and tones
+(operators/sounds.py), speech spans clipped to the window.
 Text: transcript segments (words inside the window when word times exist), overlapping
 subtitle cues, distinct OCR lines. The fused vector concatenates the L2-normalised modality
 vectors (zeros when a modality is missing) and is normalised again.
@@ -29,6 +30,7 @@ from mmlm_stream.models.roles import (
     TimeSpan,
     TranscriptSegment,
 )
+from mmlm_stream.operators.sounds import hear
 
 TextEmbedder = Callable[[Sequence[str]], np.ndarray]
 
@@ -157,6 +159,8 @@ class Fuser:
         audio = _top(_max_labels(c.labels for c in chunks), s.top_k)
         rms = _power_mean_db([c.rms_dbfs for c in chunks]) if chunks else None
         peak = max(c.peak_dbfs for c in chunks) if chunks else None
+        short = [c.short_term_dbfs for c in chunks if c.short_term_dbfs is not None]
+        analysed = any(c.patches or c.tones for c in chunks)
         spans = _merge(
             TimeSpan(max(sp.start, contents.start), min(sp.end, contents.end))
             for c in chunks
@@ -176,6 +180,8 @@ class Fuser:
                 audio=audio,
                 rms_dbfs=rms,
                 peak_dbfs=peak,
+                short_term_dbfs=max(short) if short else None,
+                sounds=hear(chunks, contents.end) if analysed else None,
                 speech_spans=spans,
                 frame_mean=frame_mean,
                 frame_max=frame_max,

@@ -4,7 +4,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mmlm_stream.operators.loudness import SILENCE_FLOOR_DBFS, clean, loudness, to_dbfs
+from mmlm_stream.operators.loudness import (
+    SILENCE_FLOOR_DBFS,
+    ShortTermMeter,
+    clean,
+    envelope,
+    loudness,
+    to_dbfs,
+)
 
 SR = 16_000
 
@@ -79,3 +86,32 @@ def test_levels_are_always_finite_and_rms_never_exceeds_peak(samples):
     assert np.isfinite(level.rms_dbfs) and np.isfinite(level.peak_dbfs)
     assert level.rms_dbfs >= SILENCE_FLOOR_DBFS and level.peak_dbfs >= SILENCE_FLOOR_DBFS
     assert level.rms_dbfs <= level.peak_dbfs + 1e-6
+
+
+def test_short_term_level_is_the_loudest_400_ms_not_the_average():
+    burst = np.zeros(4 * SR, np.float32)
+    burst[SR : 2 * SR] = _sine(0.6)  # 1 s at -7.4 dBFS RMS inside 4 s of silence
+    level = loudness(burst, SR)
+    assert level.short_term_dbfs == pytest.approx(-7.4, abs=0.1)
+    assert level.rms_dbfs == pytest.approx(-13.5, abs=0.1)
+
+
+def test_short_term_meter_measures_a_burst_across_chunk_boundaries_at_any_rate():
+    rate = 48_000
+    audio = np.zeros(3 * rate, np.float32)
+    audio[int(0.8 * rate) : int(1.3 * rate)] = 0.5  # 500 ms straddling the 1 s boundary
+    meter = ShortTermMeter()
+    steps = []
+    for i in range(0, audio.size, 1024):
+        steps += meter.push(audio[i : i + 1024], rate, 0.0 if i == 0 else None)
+    assert [round(s.end, 1) for s in steps] == [round(0.1 * k, 1) for k in range(1, 31)]
+    assert max(s.short_term_dbfs or -120 for s in steps) == pytest.approx(-6.02, abs=0.05)
+    loud = [round(s.end, 1) for s in steps if s.block_dbfs > -10]
+    assert loud == [0.9, 1.0, 1.1, 1.2, 1.3]
+
+
+def test_the_envelope_gives_the_level_of_each_100_ms():
+    samples = np.zeros(SR, np.float32)
+    samples[3200:4800] = 1.0
+    levels = envelope(samples, SR)
+    assert len(levels) == 10 and levels[2] == pytest.approx(0.0) and levels[0] == SILENCE_FLOOR_DBFS

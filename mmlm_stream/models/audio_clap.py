@@ -35,7 +35,7 @@ from mmlm_stream.models.audio_yamnet import (
 )
 from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.models.roles import AudioEncoding, AudioTags, Role
-from mmlm_stream.operators.loudness import clean, loudness
+from mmlm_stream.operators.loudness import clean, envelope, loudness
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +158,8 @@ class ClapAudioEncoder:
             embeddings.extend(emb)
             scores.extend(prob)
         out = []
-        for chunk, level, spans, emb, prob in zip(
-            chunks, levels, speech, embeddings, scores, strict=True
+        for chunk, samples, level, spans, emb, prob in zip(
+            chunks, cleaned, levels, speech, embeddings, scores, strict=True
         ):
             labels = top_labels(prob, self._vocabulary, self._top_k)
             out.append(
@@ -172,6 +172,13 @@ class ClapAudioEncoder:
                     patches=(AudioTags(chunk.start, chunk.end, labels),),
                     labels=labels,
                     embedding=l2_normalised(emb),
+                    short_term_dbfs=(
+                        level.short_term_dbfs
+                        if chunk.short_term_dbfs is None
+                        else chunk.short_term_dbfs
+                    ),
+                    envelope_dbfs=chunk.envelope_dbfs or envelope(samples, chunk.sample_rate),
+                    tones=chunk.tones,
                 )
             )
         return out

