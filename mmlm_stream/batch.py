@@ -40,7 +40,9 @@ def describe_source(
     stop: threading.Event | None = None,
 ) -> SummaryRecord:
     """Write the source's files; on a source error write ``error.json`` and re-raise."""
-    outputs = SourceOutputs(out_dir, spec.source_id, spec.url, config.window.hop_s)
+    outputs = SourceOutputs(
+        out_dir, spec.source_id, spec.url, config.window.hop_s, config.describer
+    )
 
     def window(output: WindowOutput) -> None:
         outputs.add(output)

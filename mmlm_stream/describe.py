@@ -226,6 +226,7 @@ async def _describe_one(
         spec.url,
         config.window.hop_s,
         on_message=seen,
+        describer=config.describer,
     )
     if result is not None:
         _advance(state, result.duration or state.done_s, progress, total)

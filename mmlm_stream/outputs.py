@@ -1,7 +1,8 @@
 """Per-source output files of a batch run (SPEC section 6).
 
 ``<source>.windows.jsonl`` and ``<source>.events.jsonl`` (one record per line),
-``<source>.srt`` / ``<source>.vtt`` (the descriptions as a subtitle track),
+``<source>.srt`` / ``<source>.vtt`` (the description track: each window's description in
+short, readable form, shown for the window's centre hop; ``operators/captions``),
 ``<source>.summary.json``; a failed input gets ``<source>.error.json`` instead. Lines are
 appended as windows close, into ``.partial`` files, so a crash loses nothing already
 produced; the summary is written last and marks the input as done (resumability).
@@ -21,9 +22,10 @@ import pysubs2
 from pydantic import AfterValidator, BaseModel, Field
 
 from mmlm_stream.aggregate import WindowOutput
-from mmlm_stream.evidence import Channel
-from mmlm_stream.models.roles import TranscriptSegment
-from mmlm_stream.records import EventRecord, LabelScore, WindowRecord, utc_stamp
+from mmlm_stream.operators.captions import MIN_CUE_S, Captioner, centre_hop, fit_text
+from mmlm_stream.operators.describe import DescriberConfig
+from mmlm_stream.operators.subtitles import DESCRIPTION_TRACK_MARK
+from mmlm_stream.records import EventRecord, LabelScore, WindowRecord, utc_stamp, utterance_id
 from mmlm_stream.redaction import redact_text, redact_url
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,15 @@ ShownUrl = Annotated[str, AfterValidator(redact_url)]
 ShownText = Annotated[str, AfterValidator(redact_text)]
 
 
+class Utterance(BaseModel):
+    """One utterance of the transcript, as windows reference it (``speech.segments``)."""
+
+    id: str = Field(description="``{source}:speech:{start_ms}``, the windows' utterance_id.")
+    start: float
+    end: float
+    text: str
+
+
 class SummaryRecord(BaseModel):
     schema_: Literal["mmlm.summary/1"] = Field(SUMMARY_SCHEMA, alias="schema")
     source: str
@@ -50,7 +61,12 @@ class SummaryRecord(BaseModel):
     windows: int
     events: dict[str, int]
     top_labels: dict[str, list[LabelSummary]]
-    transcript: str
+    transcript: str = Field(description="The utterances' texts joined, in time order.")
+    utterances: list[Utterance] = Field(
+        default_factory=list,
+        description="The transcript, each utterance once in time order; joining the windows' "
+        "speech.new_text gives the same words.",
+    )
     subtitle_cues: int
     warnings: list[ShownText] = Field(default_factory=list)
     models: dict[str, str] = Field(default_factory=dict)
@@ -110,11 +126,19 @@ def _top_labels(
 class SourceOutputs:
     """Writes one source's files as windows close; ``finish`` completes them atomically."""
 
-    def __init__(self, out_dir: Path, source: str, target: str, hop_s: float) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        source: str,
+        target: str,
+        hop_s: float,
+        describer: DescriberConfig | None = None,
+    ) -> None:
         self.out_dir = out_dir
         self.source = source
         self.target = target
         self.hop_s = hop_s
+        self._captioner = Captioner(describer)
         self.paths = paths(out_dir, source)
         out_dir.mkdir(parents=True, exist_ok=True)
         self.paths["error.json"].unlink(missing_ok=True)
@@ -122,8 +146,8 @@ class SourceOutputs:
         self._windows = self._partial("windows.jsonl").open("w", encoding="utf-8")
         self._event_log = self._partial("events.jsonl").open("w", encoding="utf-8")
         self._events: dict[str, EventRecord] = {}
-        self._cues: list[tuple[float, float, str]] = []
-        self._segments: dict[tuple[float, str], TranscriptSegment] = {}
+        self._cues: list[list[Any]] = []  # [start, end, text] of each description-track cue
+        self._utterances: dict[str, Utterance] = {}
         self._subtitles: set[tuple[float, str]] = set()
         self._tally: dict[str, dict[str, tuple[float, int]]] = {}
         self._windows_written = 0
@@ -139,17 +163,18 @@ class SourceOutputs:
         self._windows.flush()
         self._windows_written += 1
         self._end = max(self._end, record.end)
-        if record.description:
-            self._cues.append((record.start, record.end, record.description))
+        self._caption(output)
         for modality, labels in (
             ("visual", record.visual),
             ("audio", record.audio),
             ("objects", record.objects),
         ):
             self._count(modality, labels)
-        for segment in output.fused.contents.of(Channel.SPEECH):
-            if isinstance(segment, TranscriptSegment):
-                self._segments[(round(segment.start, 3), segment.text)] = segment
+        for segment in record.speech.segments:
+            uid = segment.utterance_id or utterance_id(self.source, segment.start)
+            self._utterances[uid] = Utterance(
+                id=uid, start=segment.start, end=segment.end, text=segment.text
+            )
         for cue in record.subtitles:
             self._subtitles.add((cue.start, cue.text))
         self.add_events(output.events)
@@ -183,9 +208,8 @@ class SourceOutputs:
         self._partial("events.jsonl").unlink(missing_ok=True)
         total = duration if duration is not None else self._end
         self._write_subtitles(total)
-        transcript = " ".join(
-            seg.text.strip() for _, seg in sorted(self._segments.items()) if seg.text.strip()
-        )
+        utterances = sorted(self._utterances.values(), key=lambda u: (u.start, u.end, u.id))
+        transcript = " ".join(u.text.strip() for u in utterances if u.text.strip())
         summary = SummaryRecord(
             source=self.source,
             input=self.target,
@@ -194,6 +218,7 @@ class SourceOutputs:
             events=dict(Counter(e.type for e in events)),
             top_labels=_top_labels(self._tally),
             transcript=transcript,
+            utterances=utterances,
             subtitle_cues=len(self._subtitles),
             warnings=warnings,
             models=models,
@@ -211,19 +236,35 @@ class SourceOutputs:
         self._windows.close()
         self._event_log.close()
 
+    def _caption(self, output: WindowOutput) -> None:
+        """The window's cue (``operators/captions``): shown for its centre hop, or the
+        previous cue held one hop longer when nothing changed."""
+        record = output.window
+        start, end = centre_hop(record.start, record.end, self.hop_s)
+        caption = self._captioner.caption(output.fused, end - start)
+        if caption.text:
+            self._cues.append([start, end, caption.text])
+        elif caption.holds and self._cues and abs(self._cues[-1][1] - start) < 1e-6:
+            self._cues[-1][1] = end
+
     def _write_subtitles(self, duration: float) -> None:
-        """Each window's description shows for its own hop, so cues never overlap."""
+        """The description track: cues in time order, never overlapping, none past the end
+        of the media (a cue it shortens is cut to stay readable). The WebVTT header names
+        the track as ours, so it is never read back as an input's subtitles."""
         subs = pysubs2.SSAFile()
-        for index, (start, end, text) in enumerate(self._cues):
-            stop = end if index == len(self._cues) - 1 else min(end, start + self.hop_s)
-            stop = min(stop, max(duration, start + 0.5))
-            subs.events.append(
-                pysubs2.SSAEvent(start=round(start * 1000), end=round(stop * 1000), text=text)
-            )
-        for kind, fmt in (("srt", "srt"), ("vtt", "vtt")):
-            tmp = self.paths[kind].with_name(self.paths[kind].name + ".partial")
-            subs.save(str(tmp), format_=fmt, encoding="utf-8")
-            os.replace(tmp, self.paths[kind])
+        for start, end, text in self._cues:
+            stop = min(end, duration) if duration > start else end
+            shown = fit_text(text, stop - start) if stop - start >= MIN_CUE_S else ""
+            if shown:
+                subs.events.append(
+                    pysubs2.SSAEvent(start=round(start * 1000), end=round(stop * 1000), text=shown)
+                )
+        texts = {
+            "srt": subs.to_string("srt"),
+            "vtt": subs.to_string("vtt").replace("WEBVTT", f"WEBVTT - {DESCRIPTION_TRACK_MARK}", 1),
+        }
+        for kind, text in texts.items():
+            _atomic_write(self.paths[kind], text)
 
 
 def read_windows(path: Path) -> list[WindowRecord]:
@@ -241,16 +282,18 @@ async def write_job(
     target: str,
     hop_s: float,
     on_message: Callable[[Any], None] | None = None,
+    *,
+    describer: DescriberConfig | None = None,
 ) -> tuple[Any, str | None]:
     """Write one input's streamed job messages (``mmlm_stream.jobs``) into its files.
 
     Returns (the analysis result, None) when the input completed, or (None, one-line reason)
     after writing ``<source>.error.json``. ``on_message`` sees every message (progress bars,
-    counters).
+    counters); ``describer`` sets the thresholds of the description track's cues.
     """
     from mmlm_stream.jobs import EventsDone, JobDone, JobFailed, WindowDone
 
-    outputs = SourceOutputs(out_dir, source, target, hop_s)
+    outputs = SourceOutputs(out_dir, source, target, hop_s, describer)
     result, error = None, None
     try:
         async for message in messages:

@@ -443,7 +443,13 @@ class PipelineBackend:
                 item.events += len(message.output.events)
 
         _, error = await write_job(
-            self.run(request), out, spec.source_id, spec.url, self.config.window.hop_s, count
+            self.run(request),
+            out,
+            spec.source_id,
+            spec.url,
+            self.config.window.hop_s,
+            count,
+            describer=self.config.describer,
         )
         return error
 

@@ -381,6 +381,19 @@ class ContainerDecoder:
         except (av.error.FFmpegError, OSError) as exc:
             raise ReadError(exc) from exc
 
+    def cues_ahead(self) -> Iterator[SubtitleCue]:
+        """The cues of the selected subtitle streams, demuxing every selected stream but
+        decoding only subtitles: audio and video packets only advance the media clock (their
+        decode timestamps stand in for frame times), for ``read_embedded_cues``."""
+        for packet in self.container.demux(*self.selection.streams):
+            if packet.stream.type == "subtitle":
+                for item in self._subtitle(packet):
+                    assert isinstance(item, SubtitleCue)
+                    yield item
+            elif packet.dts is not None:
+                step = float(packet.duration * packet.time_base) if packet.duration else 0.0
+                self._media_time(packet.stream, float(packet.dts * packet.time_base), step)
+
     def finish(self) -> list[ChannelItem]:
         """Flush buffered audio at the end of this container."""
         self._video_done = True
@@ -447,31 +460,13 @@ class ContainerDecoder:
         if packet.pts is None or packet.size == 0:
             return []
         tb = packet.time_base
-        duration = float(packet.duration * tb) if packet.duration else 0.0
-        if duration <= 0:
-            duration = _DEFAULT_CUE_S
         start = self._media_time(packet.stream, float(packet.pts * tb), 0.0)
         assert start is not None
-        texts = []
-        for sub in packet.decode():
-            raw = getattr(sub, "dialogue", None) or getattr(sub, "text", b"")
-            text = self.clean(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
-            if text:
-                texts.append(text)
-        if not texts:
+        text = _cue_text(packet, self.clean)
+        if not text:
             return []
-        stream = packet.stream
         self.reached = start if self.reached is None else max(self.reached, start)
-        return [
-            SubtitleCue(
-                source=self.source,
-                start=start,
-                end=start + duration,
-                text="\n".join(texts),
-                language=_language(stream),
-                track=f"stream:{stream.index}",
-            )
-        ]
+        return [_cue(self.source, packet, start, text)]
 
     def _note(self, time: float) -> None:
         if self.last_time is None or time > self.last_time:
@@ -483,6 +478,77 @@ class ContainerDecoder:
     def duration(self) -> float | None:
         duration = self.container.duration
         return duration / AV_TIME_BASE if duration else None
+
+
+def _cue_text(packet: av.Packet, clean: CueCleaner) -> str:
+    """Plain text of one subtitle packet; empty for a packet that only clears the screen."""
+    texts = []
+    for sub in packet.decode():
+        raw = getattr(sub, "dialogue", None) or getattr(sub, "text", b"")
+        text = clean(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
+        if text:
+            texts.append(text)
+    return "\n".join(texts)
+
+
+def _cue(source: str, packet: av.Packet, start: float, text: str) -> SubtitleCue:
+    duration = float(packet.duration * packet.time_base) if packet.duration else 0.0
+    return SubtitleCue(
+        source=source,
+        start=start,
+        end=start + (duration if duration > 0 else _DEFAULT_CUE_S),
+        text=text,
+        language=_language(packet.stream),
+        track=f"stream:{packet.stream.index}",
+    )
+
+
+# Memory a read-ahead cue costs besides its text (object, strings, list slot), in bytes.
+_CUE_OVERHEAD_BYTES = 256
+
+
+def read_embedded_cues(
+    spec: SourceSpec, config: DecodeConfig, clean: CueCleaner
+) -> list[SubtitleCue] | None:
+    """Every cue of a local file's text subtitle streams, read in a pass before decoding.
+
+    Why: a container may store a subtitle packet behind audio and video that come seconds
+    (or minutes) later: FFmpeg's muxer writes a sparse stream's packet when it gets it, so a
+    cue muxed late sits behind later frames, and MKV and MP4 allow that. Decoded in file
+    order, such a cue reached the windows it overlaps after they had closed, and was dropped.
+    Read first, the cues merge into the time-ordered stream like a sidecar's.
+
+    The pass reads every packet but decodes only the subtitles: audio and video packets only
+    move the clock, through the same ``ContainerDecoder._media_time`` as the decoding pass,
+    so a cue gets the time that pass would give it, timestamp jumps included (about 13 us a
+    packet: 0.1 s for two minutes of 720p, some 6 s for a two-hour film). None, and the
+    decoding pass reads the cues in place as before: no text subtitle stream, more cue text
+    than ``decode.max_sidecar_bytes`` (the bound a sidecar file has), or a read error.
+    """
+    try:
+        container = open_container(spec, config)
+    except SourceError:
+        return None
+    with container:
+        selection = select_streams(container, config)
+        if not selection.subtitles:
+            return None
+        clock = ContainerDecoder(
+            spec.source_id, container, selection, config, FrameSampler(0), None, url=spec.url
+        )
+        clock.clean = clean
+        cues: list[SubtitleCue] = []
+        size = 0
+        try:
+            for cue in clock.cues_ahead():
+                size += len(cue.text.encode()) + _CUE_OVERHEAD_BYTES
+                if size > config.max_sidecar_bytes:
+                    return None
+                cues.append(cue)
+        except (av.error.FFmpegError, OSError):
+            return None
+    cues.sort(key=lambda cue: (cue.start, cue.end))
+    return cues
 
 
 def sidecar_candidates(spec: SourceSpec, config: DecodeConfig) -> list[Path]:

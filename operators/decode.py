@@ -36,6 +36,7 @@ from mmlm_stream.operators.container import (
     ReadError,
     explain,
     open_container,
+    read_embedded_cues,
     select_streams,
     sidecar_candidates,
 )
@@ -117,6 +118,7 @@ class SourceDecoder:
         self.limits = None if self.live else limits
         self._pace_origin: float | None = None
         self._state: StreamState | None = None
+        self._cues_end = 0.0  # where the last embedded cue read ahead ends
 
     def __iter__(self) -> Iterator[ChannelItem]:
         for item in self._run():
@@ -129,6 +131,8 @@ class SourceDecoder:
             check_size(spec, self.limits)
         sidecars, warnings = self._load_sidecars()
         yield from warnings
+        # A file's embedded cues, read ahead (``read_embedded_cues``); None: decoded in place.
+        embedded: list[SubtitleCue] | None = None
         rc = cfg.reconnect
         backoff = Backoff(rc.initial_s, rc.max_s, rc.factor, rc.jitter)
         sampler = FrameSampler(cfg.frame_fps)
@@ -178,6 +182,9 @@ class SourceDecoder:
                 if not opened_once:
                     for reason in selection.skipped:
                         yield DecodeWarning(spec.source_id, 0.0, f"{spec.url}: {reason} (skipped)")
+                    if selection.subtitles and spec.is_file and (cfg.loop or not self.live):
+                        embedded, warnings = self._load_embedded()
+                        yield from warnings
                 elif last_time is not None:
                     offset = last_time + max(0.0, self.clock() - last_wall)
                 if selection.audio is not None:
@@ -191,7 +198,7 @@ class SourceDecoder:
                 session = ContainerDecoder(
                     spec.source_id,
                     container,
-                    selection,
+                    selection if embedded is None else replace(selection, subtitles=[]),
                     cfg,
                     sampler,
                     chunker,
@@ -199,9 +206,8 @@ class SourceDecoder:
                     self.live,
                     url=spec.url,
                 )
-                cues = deque(
-                    replace(c, start=c.start + offset, end=c.end + offset) for c in sidecars
-                )
+                ahead = sorted([*sidecars, *(embedded or [])], key=lambda c: (c.start, c.end))
+                cues = deque(replace(c, start=c.start + offset, end=c.end + offset) for c in ahead)
                 error: str | None = None
                 try:
                     for items in session.packets():
@@ -255,6 +261,7 @@ class SourceDecoder:
             and at < session.duration - TRUNCATION_SLACK_S
             and not self.stop.is_set()
             and not session.discontinuities  # the declared duration spans the jumps
+            and self._cues_end < session.duration - TRUNCATION_SLACK_S  # or a late cue
         ):
             yield DecodeWarning(
                 sid, at, f"{url}: data ends at {at:.2f}s of {session.duration:.2f}s (truncated?)"
@@ -324,6 +331,22 @@ class SourceDecoder:
                 )
             )
         cues.sort(key=lambda cue: (cue.start, cue.end))
+        return cues, warnings
+
+    def _load_embedded(self) -> tuple[list[SubtitleCue] | None, list[DecodeWarning]]:
+        clean = CueCleaner(self.config.max_cue_chars)
+        cues = read_embedded_cues(self.spec, self.config, clean)
+        self._cues_end = max((cue.end for cue in cues or ()), default=0.0)
+        warnings = []
+        if cues is not None and clean.truncated:
+            warnings.append(
+                DecodeWarning(
+                    self.spec.source_id,
+                    0.0,
+                    f"{self.spec.url}: cut {clean.truncated} subtitle cues to "
+                    f"decode.max_cue_chars ({self.config.max_cue_chars})",
+                )
+            )
         return cues, warnings
 
     def _release(

@@ -7,7 +7,8 @@
 1. the scene: fusion class, what is in view, the most notable sound
    ("This looks like a delivery: a person is in view and a doorbell rings.");
 2. the words: what is said (or the subtitle when nothing is transcribed) and on-screen text
-   (``Someone says "..." and on-screen text reads "..."``).
+   (``Someone says "..." and on-screen text reads "..."``). Where a subtitle says what the
+   recogniser heard, the subtitle's words are quoted (once) instead of the transcript's.
 
 Nothing is dropped to fit, except that only one sound is named. With neither: "It is quiet."
 for a very quiet window, otherwise "Nothing notable is happening."
@@ -20,6 +21,9 @@ Describing the same window again (a retry) gives the same text as the first time
 
 ``LmDescriber`` (``kind: lm``) asks a local causal language model to rewrite the template
 sentence from the same facts and keeps the template when the answer is unusable.
+
+These sentences are the window record's ``description``; the description track shows a
+shorter form of the same facts (``operators/captions``).
 """
 
 from __future__ import annotations
@@ -36,18 +40,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mmlm_stream.evidence import FusedWindow
+from mmlm_stream.evidence import Channel, FusedWindow
 from mmlm_stream.fusion_head import LABEL_PREFIX
+from mmlm_stream.models.roles import AudioEncoding
 from mmlm_stream.operators.label_groups import (
+    NOISE_TAGS,
+    SOUND_BY_KEY,
     SOUNDS,
     Concept,
     Sound,
     group_sounds,
     group_visual,
     ignored_sound,
+    parts,
     plain_concept,
     sound_of,
 )
+from mmlm_stream.operators.sounds import steady_noise
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +82,8 @@ _QUOTES = str.maketrans({'"': "'", "\u201c": "'", "\u201d": "'", "\u201e": "'", 
 _TRIM_TAIL = " ,;:-\u2013\u2014"
 _CONTINUITY_SLACK_S = 1e-3
 _MIN_OVERLAP_WORDS = 2
+_SAME_WORDS_SHARE = 0.6
+_STEM_CHARS = 5
 
 
 class DescriberConfig(BaseModel):
@@ -147,6 +158,8 @@ class Facts:
     screen: tuple[str, ...] = ()
     fusion: Concept | None = None
     quiet: bool = False
+    spoken: tuple[str, ...] = ()
+    """The subtitle lines that ``speech`` quotes (they say what the recogniser heard)."""
 
     @property
     def empty(self) -> bool:
@@ -233,21 +246,44 @@ def _other_sound(concept: Concept) -> Sound:
     )
 
 
+def _named_sounds(window: FusedWindow, config: DescriberConfig) -> list[tuple[Sound, float]]:
+    """The window's named sounds (operators/sounds.py) from each family's calibrated score;
+    windows without patch-level evidence: the families of the pooled tags."""
+    if window.sounds is None:
+        return [(s, v) for s, v in group_sounds(window.audio) if v >= config.min_audio_score]
+    named = [
+        (SOUND_BY_KEY[h.key], _finite(h.score)) for h in window.sounds if h.key in SOUND_BY_KEY
+    ]
+    return [(s, v) for s, v in named if v >= max(config.min_audio_score, s.min_score)]
+
+
 def _sound(window: FusedWindow, config: DescriberConfig, speech: str) -> Sound | None:
     candidates: list[tuple[Sound, float]] = [
         (sound, score)
-        for sound, score in group_sounds(window.audio)
-        if score >= config.min_audio_score and not (sound is _SPEECH and speech)
+        for sound, score in _named_sounds(window, config)
+        if not (sound is _SPEECH and speech)
     ]
     # "Someone is speaking" is the least telling sound: any other one goes first.
     candidates.sort(key=lambda item: (not item[0].urgent, item[0] is _SPEECH))
     if candidates:
         return candidates[0][0]
+    # Stationary noise is also tagged "Rustle" or "Spray": nothing a noise tag outscores, and
+    # nothing at all in a window of one steady level.
+    if window.sounds is not None and steady_noise(
+        a for a in window.contents.of(Channel.AUDIO) if isinstance(a, AudioEncoding)
+    ):
+        return None
+    noise = max(
+        (_finite(lb.score) for lb in window.audio if set(parts(lb.label)) & NOISE_TAGS),
+        default=0.0,
+    )
     others = sorted(
         (
             (label.label, _finite(label.score))
             for label in window.audio
-            if not ignored_sound(label.label) and sound_of(label.label) is None
+            if not ignored_sound(label.label)
+            and sound_of(label.label) is None
+            and _finite(label.score) > noise
         ),
         key=lambda item: (-item[1], item[0]),
     )
@@ -279,18 +315,60 @@ def _quiet(window: FusedWindow, config: DescriberConfig) -> bool:
     return rms is not None and not math.isnan(rms) and rms <= config.quiet_dbfs
 
 
+def _word_set(text: str) -> set[str]:
+    """Word stems of ``text`` (their first five letters): "galaxies" and the recogniser's
+    "galaxy's", "thousands" and "thousand" are the same word here."""
+    keys = (word_key(w).removesuffix("'s") for w in text.split())
+    return {key[:_STEM_CHARS] for key in keys if key}
+
+
+def spoken_subtitles(speech: str, lines: tuple[str, ...]) -> tuple[str, ...]:
+    """The subtitle lines that say what the recogniser heard; empty when they do not.
+
+    A line says the same when at least ``_SAME_WORDS_SHARE`` of the words of the shorter of
+    the two (line, heard text) are in the other; and together the lines that do must hold that
+    share of the heard words. The window's transcript is clipped to the window, so it may
+    hold only part of a cue, or the end of one and the start of the next.
+    """
+    heard = _word_set(speech)
+    if not heard:
+        return ()
+    same = []
+    for line in lines:
+        shown = _word_set(line)
+        if shown and len(shown & heard) >= _SAME_WORDS_SHARE * min(len(shown), len(heard)):
+            same.append(line)
+    covered = set().union(*(_word_set(line) for line in same)) & heard
+    if not same or len(covered) < _SAME_WORDS_SHARE * len(heard):
+        return ()
+    return tuple(same)
+
+
 def gather(window: FusedWindow, config: DescriberConfig) -> Facts:
-    """The facts a description may mention; pure (no per-source state)."""
+    """The facts a description may mention; pure (no per-source state).
+
+    Where an embedded or sidecar subtitle says what the recogniser heard, the subtitle's words
+    are the speech (an author wrote them; Whisper only guessed), quoted once as speech; other
+    subtitles are quoted only in windows where nothing is transcribed.
+    """
     speech = _speech_text(window, config)
+    lines = _subtitle_lines(window)
+    spoken = spoken_subtitles(speech, lines) if speech and lines else ()
     return Facts(
         seen=_seen(window, config),
         sound=_sound(window, config, speech),
-        speech=speech,
-        subtitles=() if speech else _subtitle_lines(window),
+        speech=" ".join(spoken) if spoken else speech,
+        subtitles=() if speech else lines,
         screen=_screen_lines(window, config),
         fusion=_fusion(window, config),
         quiet=_quiet(window, config),
+        spoken=spoken,
     )
+
+
+def already_quoted(facts: Facts, subtitles: frozenset[str]) -> bool:
+    """Whether speech quoted from subtitle lines was already quoted as those subtitles."""
+    return bool(facts.spoken) and all(line.lower() in subtitles for line in facts.spoken)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,18 +387,18 @@ class _Said:
     context: _Said | None  # what this window was itself compared with (for retries)
 
 
-def _word_key(word: str) -> str:
+def word_key(word: str) -> str:
     return re.sub(r"[^\w']", "", word.lower())
 
 
-def _new_speech(text: str, before: tuple[str, ...]) -> tuple[str, bool] | None:
+def new_speech(text: str, before: tuple[str, ...]) -> tuple[str, bool] | None:
     """The part of ``text`` that the previous window did not already quote.
 
     None when all of it was quoted; otherwise (text, continues) where ``continues`` says the
-    text picks up where the previous window's words stopped.
+    text picks up mid-sentence where the previous window's words stopped.
     """
     words = text.split()
-    keys = tuple(_word_key(w) for w in words)
+    keys = tuple(word_key(w) for w in words)
     if not before or not keys:
         return text, False
     n = len(keys)
@@ -329,16 +407,17 @@ def _new_speech(text: str, before: tuple[str, ...]) -> tuple[str, bool] | None:
     for k in range(min(n - 1, len(before)), _MIN_OVERLAP_WORDS - 1, -1):
         if before[-k:] == keys[:k]:
             rest = " ".join(words[k:])
-            return (rest, True) if _alnum_count(rest) else None
+            # A capital after what was quoted starts a new sentence: said, not gone on with.
+            return (rest, not rest[:1].isupper()) if _alnum_count(rest) else None
     return text, False
 
 
-def _new_lines(lines: tuple[str, ...], before: frozenset[str]) -> tuple[str, ...]:
+def new_lines(lines: tuple[str, ...], before: frozenset[str]) -> tuple[str, ...]:
     """Subtitle or on-screen lines the previous window did not show."""
     return tuple(line for line in lines if line.lower() not in before)
 
 
-def _join(items: list[str]) -> str:
+def join_words(items: list[str]) -> str:
     if len(items) <= 2:
         return " and ".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
@@ -370,8 +449,8 @@ def _quoted(subject: str, text: str) -> _Clause:
 def _sight(seen: tuple[Concept, ...], again: bool) -> _Clause:
     verb = "are" if len(seen) > 1 or seen[0].plural else "is"
     if again:
-        return _plain(f"{_join([c.definite() for c in seen])} {verb} still in view")
-    return _plain(f"{_join([c.indefinite() for c in seen])} {verb} in view")
+        return _plain(f"{join_words([c.definite() for c in seen])} {verb} still in view")
+    return _plain(f"{join_words([c.indefinite() for c in seen])} {verb} in view")
 
 
 def _sentence(clauses: list[_Clause], lead: str | None = None) -> str:
@@ -407,7 +486,9 @@ def compose(facts: Facts, before: _Said | None, config: DescriberConfig) -> str:
 
     words: list[_Clause] = []
     if facts.speech:
-        new = _new_speech(facts.speech, before.speech_words if before else ())
+        new = new_speech(facts.speech, before.speech_words if before else ())
+        if before is not None and already_quoted(facts, before.subtitles):
+            new = None
         if new is None:
             words.append(_plain("someone is still speaking"))
         else:
@@ -418,14 +499,14 @@ def compose(facts: Facts, before: _Said | None, config: DescriberConfig) -> str:
             else:
                 words.append(_quoted("someone says", quote))
     elif facts.subtitles:
-        new = _new_lines(facts.subtitles, before.subtitles if before else frozenset())
+        new = new_lines(facts.subtitles, before.subtitles if before else frozenset())
         if not new:
             words.append(_plain("the same subtitle is still shown"))
         else:
             quote = trim_quote(" ".join(new), config.max_quote_chars)
             words.append(_quoted("a subtitle reads", quote))
     if facts.screen:
-        new = _new_lines(facts.screen, before.screen if before else frozenset())
+        new = new_lines(facts.screen, before.screen if before else frozenset())
         if not new:
             words.append(_plain("the same text is still on screen"))
         else:
@@ -483,8 +564,8 @@ class Describer:
             seen=tuple(c.noun for c in facts.seen),
             sound=facts.sound.key if facts.sound else None,
             fusion=facts.fusion.noun if facts.fusion else None,
-            speech_words=tuple(_word_key(w) for w in facts.speech.split()),
-            subtitles=frozenset(line.lower() for line in facts.subtitles),
+            speech_words=tuple(word_key(w) for w in facts.speech.split()),
+            subtitles=frozenset(line.lower() for line in facts.subtitles + facts.spoken),
             screen=frozenset(line.lower() for line in facts.screen),
             context=None if before is None else replace(before, context=None),
         )
@@ -517,7 +598,7 @@ def evidence_lines(facts: Facts, config: DescriberConfig) -> list[str]:
     if facts.fusion is not None:
         lines.append(f"- looks like: {facts.fusion.indefinite()}")
     if facts.seen:
-        lines.append(f"- in view: {_join([c.indefinite() for c in facts.seen])}")
+        lines.append(f"- in view: {join_words([c.indefinite() for c in facts.seen])}")
     if facts.sound is not None:
         lines.append(f"- sound: {facts.sound.clause}")
     if facts.speech:

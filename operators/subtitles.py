@@ -73,8 +73,40 @@ class CueCleaner:
         return text[: self.max_chars - 1].rstrip() + TRUNCATED
 
 
+DESCRIPTION_TRACK_MARK = "mmlm-stream description track"
+"""Text of the header line of each WebVTT description track we write (``WEBVTT - ...``)."""
+# Files written beside each description track ``<source>.srt``/``.vtt`` (same prefix, same
+# folder, same run): ``mmlm_stream.outputs.paths``; ``.partial`` while the run is going.
+OUTPUT_SIBLINGS = (".windows.jsonl", ".windows.jsonl.partial", ".summary.json")
+
+
+def is_description_track(path: Path) -> bool:
+    """Whether a subtitle file is one of our own description tracks, which must never be read
+    back as an input's subtitles (they would feed old descriptions into subtitles, keyword
+    rules, search and the next descriptions).
+
+    Two signs, either one enough: the run's records beside it (``<name>.windows.jsonl`` or
+    ``<name>.summary.json`` for ``<name>.srt``), which covers SRT (a format without
+    comments, so it cannot carry a mark of its own) and the track the current run is
+    replacing; or, for WebVTT, the mark in its header line, which survives the file being
+    copied away from its records.
+    """
+    prefix = path.name[: -len(path.suffix)]
+    if any((path.parent / f"{prefix}{sibling}").exists() for sibling in OUTPUT_SIBLINGS):
+        return True
+    if path.suffix.lower() != ".vtt":
+        return False
+    try:
+        with path.open("rb") as handle:
+            header = handle.readline(256)
+    except OSError:
+        return False
+    return DESCRIPTION_TRACK_MARK.encode() in header
+
+
 def find_sidecars(video: Path) -> list[Path]:
-    """Subtitle files next to a video: ``clip.srt`` and language-tagged ``clip.en.srt``."""
+    """Subtitle files next to a video: ``clip.srt`` and language-tagged ``clip.en.srt``;
+    never our own description tracks (``is_description_track``)."""
     folder = video.parent
     if not folder.is_dir():
         return []
@@ -83,7 +115,9 @@ def find_sidecars(video: Path) -> list[Path]:
         if candidate.suffix.lower() not in SIDECAR_SUFFIXES or not candidate.is_file():
             continue
         stem = candidate.name[: -len(candidate.suffix)]
-        if stem == video.stem or stem.startswith(video.stem + "."):
+        if (stem == video.stem or stem.startswith(video.stem + ".")) and not (
+            is_description_track(candidate)
+        ):
             found.append(candidate)
     return found
 

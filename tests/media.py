@@ -37,6 +37,7 @@ __all__ = [
     "frame_value",
     "mpegts_bytes",
     "nearest_frame_index",
+    "remux_with_subtitles",
     "vfr_times",
     "write_ass",
     "write_random_bytes",
@@ -371,6 +372,74 @@ def write_video(
             subtitle_encoder=encoder,
             subtitle_language=subtitle_language,
         )
+    return path
+
+
+def _subtitle_packet(sstream: av.subtitles.stream.SubtitleStream, n: int, cue: Cue) -> av.Packet:
+    tb = sstream.time_base
+    pts = round(cue.start / tb)
+    dialogue = f"{n},0,Default,,0,0,0,,{_ass_text(cue.text)}".encode()
+    subset = av.subtitles.subtitle.SubtitleSet.create(
+        dialogue, 0, round((cue.end - cue.start) * 1000), pts
+    )
+    packet = sstream.codec_context.encode_subtitle(subset)
+    packet.stream = sstream
+    packet.pts = packet.dts = pts
+    packet.duration = round((cue.end - cue.start) / tb)
+    return packet
+
+
+def remux_with_subtitles(
+    path: str | Path,
+    source: str | Path,
+    cues: Sequence[Cue],
+    *,
+    delays: Sequence[float] | None = None,
+    av_offset_s: float = 0.0,
+    subtitle_codec: str | None = None,
+) -> Path:
+    """Copy ``source``'s audio and video (a ``write_video`` file without subtitles) into
+    ``path`` and add ``cues`` as an embedded text stream, cue k muxed ``delays[k]`` seconds
+    after its start: stored behind that much later audio and video, as a muxer writes a cue
+    it gets late (FFmpeg writes a sparse stream's packet when it arrives; each stream stays
+    in time order, so a cue is never muxed before an earlier one). ``av_offset_s`` moves
+    audio and video later, so cues can come before the first frame. The container follows
+    the extension (.mkv, .mp4); cues must be sorted by start (MP4 cannot overlap them).
+    """
+    path = Path(path)
+    fmt = _CONTAINERS[path.suffix.lower()]
+    encoder = _SUBTITLE_ENCODERS[subtitle_codec or _DEFAULT_SUBTITLE_CODEC[fmt]]
+    delays = list(delays) if delays is not None else [0.0] * len(cues)
+    # Each cue is muxed at its start plus its delay, never before the cue before it.
+    due: list[tuple[float, int, Cue]] = []
+    for n, (cue, delay) in enumerate(zip(cues, delays, strict=True)):
+        due.append((max(cue.start + delay, due[-1][0] if due else -1.0), n, cue))
+    # A tiny interleave delta: the muxer writes each packet as it gets it, like a live muxer.
+    options = {"max_interleave_delta": "1"}
+    with (
+        av.open(str(source)) as src,
+        av.open(str(path), "w", format=fmt, container_options=options) as out,
+    ):
+        inputs = [s for s in src.streams if s.type in ("video", "audio")]
+        copies = {s.index: out.add_stream_from_template(s) for s in inputs}
+        sstream = out.add_stream(encoder)
+        sstream.codec_context.subtitle_header = _ASS_HEADER.encode()
+        sstream.metadata["language"] = "eng"
+        out.start_encoding()
+        for packet in src.demux(*inputs):
+            if packet.dts is None:
+                continue
+            at = float(packet.dts * packet.time_base) + av_offset_s
+            while due and due[0][0] <= at:
+                _, n, cue = due.pop(0)
+                out.mux(_subtitle_packet(sstream, n, cue))
+            shift = round(av_offset_s / packet.time_base)
+            packet.pts = packet.pts + shift if packet.pts is not None else None
+            packet.dts += shift
+            packet.stream = copies[packet.stream.index]
+            out.mux(packet)
+        for _, n, cue in due:
+            out.mux(_subtitle_packet(sstream, n, cue))
     return path
 
 

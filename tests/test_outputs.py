@@ -74,11 +74,17 @@ def test_records_files_and_subtitle_tracks(tmp_path: Path):
     assert len({e["id"] for e in events}) == len(events)
     assert all(not e["ongoing"] for e in events)
 
+    # The track: each cue in its window's centre hop, what changed only, a cue held over
+    # the next hop while nothing changes (tests/test_description_track.py has the rules).
     srt = pysubs2.load(str(tmp_path / "clip.srt"))
-    assert [e.start for e in srt.events] == [0, 2000, 4000, 6000, 8000, 10000]
-    assert all(a.end <= b.start for a, b in zip(srt.events, srt.events[1:], strict=False))
+    assert [(e.start, e.end, e.plaintext) for e in srt.events] == [
+        (1000, 5000, 'A cat. "Here is a cat"'),
+        (5000, 7000, "A cup of coffee. Someone is speaking."),
+        (7000, 11000, '"a package has arrived"'),
+    ]
     vtt = webvtt.read(str(tmp_path / "clip.vtt"))
     assert [c.text for c in vtt] == [e.plaintext for e in srt.events]
+    assert (tmp_path / "clip.vtt").read_text().startswith("WEBVTT - mmlm-stream description")
 
     assert summary.windows == 6 and summary.duration == 12.0
     assert summary.transcript == "a package has arrived"
