@@ -394,6 +394,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-capacity", action="store_true")
+    parser.add_argument(
+        "--serve-config", type=Path, default=None, help="Serve config (default local-cpu.yaml)"
+    )
     args = parser.parse_args()
 
     limit_threads()
@@ -410,7 +413,12 @@ def main() -> None:
         started = time.monotonic()
         batch.start_ray(None)
         base = batch.run_service(
-            config, None, args.redis_url, host="127.0.0.1", port=args.port, jobs_dir=Path(tmp)
+            config,
+            args.serve_config,
+            args.redis_url,
+            host="127.0.0.1",
+            port=args.port,
+            jobs_dir=Path(tmp),
         )
         print(f"service up in {time.monotonic() - started:.0f} s at {base}")
         api = Api(base)

@@ -1,8 +1,8 @@
 """The Serve pipeline against its baselines, each pair measured in the same run.
 
 - ``serve_ratio``: frame-encoder throughput through Serve (concurrent callers sending
-  mini-batches to the FrameEncoder deployment, batching on) over the bare encoder looping over
-  the same frames at the same batch size in this process.
+  mini-batches to the frames role of the Encoders deployment, batching on) over the bare
+  encoder looping over the same frames at the same batch size in this process.
 - ``speedup_vs_naive``: ``describe`` of a generated 5-minute clip through Serve against a naive
   sequential baseline in the seed's style: decode every frame at full size and call each model
   one item at a time (every frame through the frame encoder and the detector, every 1 s audio
@@ -53,8 +53,8 @@ def bare_fps(frames: list[Frame], batch_size: int) -> float:
 def serve_fps(frames: list[Frame], batch_size: int, callers: int = 2) -> float:
     from ray import serve
 
-    handle = serve.get_deployment_handle("FrameEncoder", app_name=batch.APP_NAME)
-    handle.remote(frames[:batch_size]).result()
+    handle = serve.get_deployment_handle("Encoders", app_name=batch.APP_NAME)
+    handle.remote(frames[:batch_size], role="frames").result()
 
     async def run() -> None:
         queue = list(range(0, len(frames), batch_size))
@@ -62,7 +62,7 @@ def serve_fps(frames: list[Frame], batch_size: int, callers: int = 2) -> float:
         async def caller() -> None:
             while queue:
                 i = queue.pop()
-                await handle.remote(frames[i : i + batch_size])
+                await handle.remote(frames[i : i + batch_size], role="frames")
 
         await asyncio.gather(*(caller() for _ in range(callers)))
 

@@ -44,7 +44,7 @@ class _RemoteText:
         pass
 
     def embed(self, texts: Sequence[str]) -> Any:
-        return self.handle.remote(list(texts)).result()
+        return self.handle.remote(list(texts), role="text").result()
 
 
 @ray.remote(num_cpus=0, max_restarts=0)

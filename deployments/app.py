@@ -14,7 +14,7 @@ from ray.serve import Application
 
 from mmlm_stream.config import Config, load_config
 from mmlm_stream.deployments.decoder import Decoder
-from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES, RoleEncoder
+from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES, SHARED_DEPLOYMENT, RoleEncoder
 from mmlm_stream.deployments.publisher import Publisher
 from mmlm_stream.encoding import RoleEncoders
 
@@ -56,6 +56,30 @@ def app_config(args: Mapping[str, Any], environ: Mapping[str, str] | None = None
     return config.model_copy(update={"api": api})
 
 
+def bind_encoders(config: Config, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Role → bound encoder deployment. A role gets its own deployment (``DEPLOYMENT_NAMES``)
+    unless the Serve config lists ``Encoders`` and not that role's name: then it shares the
+    one ``Encoders`` replica with the other such roles (see ``deployments/encoder``)."""
+    models = config.models.model_dump(mode="json")
+    roles = _Roles(config.models).roles
+    shared = [
+        role
+        for role in roles
+        if SHARED_DEPLOYMENT in options and DEPLOYMENT_NAMES[role] not in options
+    ]
+    encoders: dict[str, Any] = {}
+    if shared:
+        deployment = RoleEncoder.options(name=SHARED_DEPLOYMENT, **options[SHARED_DEPLOYMENT])
+        bound = deployment.bind([role.value for role in shared], models)
+        encoders.update({role.value: bound for role in shared})
+    for role in roles:
+        if role not in shared:
+            name = DEPLOYMENT_NAMES[role]
+            deployment = RoleEncoder.options(name=name, **options.get(name, {}))
+            encoders[role.value] = deployment.bind(role.value, models)
+    return encoders
+
+
 def build_app(args: dict[str, Any]) -> Application:
     """args: ``config_file`` (YAML path) or ``config`` (dict), ``deployments`` (name → Serve
     options, as in the Serve config), ``redis_url`` (publish there when given; default
@@ -63,12 +87,7 @@ def build_app(args: dict[str, Any]) -> Application:
     Serve proxies listen on; see ``app_config``), ``jobs_dir``."""
     config = app_config(args)
     options: dict[str, dict[str, Any]] = args.get("deployments") or {}
-    models = config.models.model_dump(mode="json")
-    encoders = {}
-    for role in _Roles(config.models).roles:
-        name = DEPLOYMENT_NAMES[role]
-        deployment = RoleEncoder.options(name=name, **options.get(name, {}))
-        encoders[role.value] = deployment.bind(role.value, models)
+    encoders = bind_encoders(config, options)
     if args.get("redis_url") is None:  # "" from the CLI means: do not publish
         args = {**args, "redis_url": os.environ.get("REDIS_URL")}
     publisher = Publisher.options(**options.get("Publisher", {})).bind(

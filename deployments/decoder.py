@@ -70,19 +70,20 @@ class ServeEncoders(RoleEncoders):
         self._ids: dict[str, str] | None = None
 
     def run(self, role: Role, items: Sequence[Any]) -> Any:
-        return self._call(role, lambda handle: handle.remote(list(items)))
+        return self._call(role, lambda handle: handle.remote(list(items), role=role.value))
 
     def node_ids(self) -> dict[str, str]:
         """Deployment name → node id of the replica that answered (one call each)."""
-        return {
-            DEPLOYMENT_NAMES[role]: self._call(role, lambda h: h.node_id.remote())
-            for role in self.roles
-        }
+        names = {role: _deployment_name(self.handles[role], role) for role in self.roles}
+        first = {name: role for role, name in reversed(names.items())}
+        return {name: self._call(r, lambda h: h.node_id.remote()) for name, r in first.items()}
 
     def model_ids(self) -> dict[str, str]:
         if self._ids is None:
             self._ids = {
-                ROLE_RECORD_KEY[role]: self._call(role, lambda h: h.model_id.remote())
+                ROLE_RECORD_KEY[role]: self._call(
+                    role, lambda h, role=role: h.model_id.remote(role.value)
+                )
                 for role in self.roles
             }
         return self._ids
@@ -107,6 +108,11 @@ class ServeEncoders(RoleEncoders):
                     raise
                 logger.warning("%s replica lost (%s); retrying", role.value, type(exc).__name__)
                 time.sleep(backoff.next_delay())
+
+
+def _deployment_name(handle: Any, role: Role) -> str:
+    """The deployment a handle calls (several roles may share one: ``Encoders``)."""
+    return str(getattr(handle, "deployment_name", None) or DEPLOYMENT_NAMES[role])
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=8)

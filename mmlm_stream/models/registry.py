@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_SETS: dict[str, dict[Role, str]] = {
     "default": {
-        Role.FRAMES: "frames_efficientnet:SPEC",
+        Role.FRAMES: "frames_efficientnet_tflite:SPEC",
         Role.AUDIO: "audio_yamnet:SPEC",
         Role.SPEECH: "speech_faster_whisper:SPEC",
         Role.TEXT: "text_minilm:SPEC",
@@ -101,6 +101,9 @@ class ModelSpec:
     follows: Role | None = None
     """Use that role's configured model when this role has none (CLIP's text tower must
     come from the same checkpoint as its image tower, or queries land in another space)."""
+    on_cuda: str | None = None
+    """``"module:ATTRIBUTE"`` of the spec that fills this role instead when it runs on CUDA
+    (a CPU-only runtime's model gives way to its GPU counterpart)."""
 
 
 @dataclass(frozen=True)
@@ -126,25 +129,33 @@ def roles_of(set_name: str) -> list[Role]:
     return list(MODEL_SETS[set_name])
 
 
-def spec_for(set_name: str, role: Role) -> ModelSpec | None:
-    if role not in roles_of(set_name):
-        return None
-    target = MODEL_SETS[set_name][role]
+def _spec(target: str) -> ModelSpec:
     module_name, attribute = target.split(":")
     module = importlib.import_module(f"mmlm_stream.models.{module_name}")
     return getattr(module, attribute)
 
 
+def spec_for(set_name: str, role: Role, device: str = "cpu") -> ModelSpec | None:
+    """The spec filling ``role`` in the set, on ``device`` (see ``ModelSpec.on_cuda``)."""
+    if role not in roles_of(set_name):
+        return None
+    spec = _spec(MODEL_SETS[set_name][role])
+    if spec.on_cuda is not None and device.startswith("cuda"):
+        return _spec(spec.on_cuda)
+    return spec
+
+
 def resolve(role: Role, models: ModelsConfig) -> Resolved | None:
     """The spec and load context of ``role`` under ``models`` (None: not in this set)."""
-    spec = spec_for(models.set, role)
-    if spec is None:
+    if role not in roles_of(models.set):
         return None
     role_config: RoleConfig = getattr(models, role.value)
+    device = resolve_device(role_config.device or models.device)
+    spec = spec_for(models.set, role, device)
+    assert spec is not None
     model = role_config.model
     if model is None and spec.follows is not None:
         model = getattr(models, spec.follows.value).model
-    device = resolve_device(role_config.device or models.device)
     context = LoadContext(
         role=role,
         set_name=models.set,
@@ -162,7 +173,8 @@ def resolve(role: Role, models: ModelsConfig) -> Resolved | None:
 def load_encoder(role: Role, models: ModelsConfig) -> Encoder | None:
     """Load (once per process) and warm up the encoder of ``role``; None if the set has none.
 
-    The lock is not re-entrant: a loader must never call ``load_encoder`` itself.
+    The lock is not re-entrant: a loader must never call ``load_encoder`` itself. Loads are
+    serial on purpose: transformers' lazy imports break when two threads import at once.
     """
     resolved = resolve(role, models)
     if resolved is None:

@@ -108,6 +108,9 @@ SOURCES = ("cam1", "cam2")
 AUDIT_GROUP = "chaos-audit"
 ENCODER_DEPLOYMENTS = tuple(DEPLOYMENT_NAMES.values())
 """Every encoder deployment name; a model set deploys only some (``deployed_encoders``)."""
+# One replica per encoder role, so that each role's replica can be killed on its own (the
+# default CPU layout runs them all in one "Encoders" replica).
+SPLIT_SERVE_CONFIG = Path(__file__).resolve().parents[2] / "deployments" / "local-cpu-split.yaml"
 TERMINAL_STATES = frozenset({"failed", "stopped", "ended"})
 TONE_RULE = {"type": "sound", "name": "tone", "alarm": False, "above_dbfs": -30.0}
 """The clips carry a steady 440 Hz sine (about -13 dBFS RMS): this rule keeps a ``sound/loud``
@@ -814,7 +817,7 @@ class ChaosService:
         batch.start_ray(None)
         batch.run_service(
             self.config,
-            None,
+            SPLIT_SERVE_CONFIG,
             self.redis_server.url,
             host="127.0.0.1",
             port=self.port,

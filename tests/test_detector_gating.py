@@ -1,0 +1,162 @@
+"""The detector runs only where something may be there (``encoding.DetectorGate``): never again
+on a still, empty picture, always when something appears, moves, or lives."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmlm_stream.channels import Frame
+from mmlm_stream.config import DetectorModelConfig, ModelsConfig
+from mmlm_stream.encoding import LocalEncoders, RoleEncoders
+from mmlm_stream.models.roles import Detection, DetectionResult, FrameEncoding, Label, Role
+
+ROOM = np.full((256, 455, 3), 90, np.uint8)
+ROOM[:, :200] = 140  # a wall and a floor: still, and with nothing in it
+
+
+def with_box(x0: int, image: np.ndarray = ROOM) -> np.ndarray:
+    """The room with a 60x60 dark object whose left edge is at ``x0``."""
+    out = image.copy()
+    out[100:160, x0 : x0 + 60] = 20
+    return out
+
+
+class FakeModels(RoleEncoders):
+    """Frames labelled ``labels``; the detector "finds" a box wherever the dark object is."""
+
+    def __init__(self, models: ModelsConfig, labels: tuple[Label, ...] = ()) -> None:
+        super().__init__(models)
+        self.labels = labels
+        self.detected: list[float] = []
+
+    def run(self, role: Role, items: Sequence[Any]) -> Any:
+        if role is Role.FRAMES:
+            return [FrameEncoding(f.time, np.zeros(4, np.float32), self.labels) for f in items]
+        assert role is Role.DETECTOR
+        self.detected += [f.time for f in items]
+        return [
+            DetectionResult(f.time, (Detection("box", 0.9, (0.1, 0.1, 0.2, 0.2)),))
+            if (f.image < 40).any()
+            else DetectionResult(f.time)
+            for f in items
+        ]
+
+    def model_ids(self) -> dict[str, str]:
+        return {}
+
+
+def models(**detector: Any) -> ModelsConfig:
+    return ModelsConfig(set="default", device="cpu", detector=DetectorModelConfig(**detector))
+
+
+def frames(images: Sequence[np.ndarray], source: str = "cam") -> list[Frame]:
+    return [Frame(source, float(t), image) for t, image in enumerate(images)]
+
+
+def encode_one_by_one(encoders: RoleEncoders, batch: Sequence[Frame]) -> list[DetectionResult]:
+    return [d for f in batch for d in encoders.encode_frames([f]).detections]
+
+
+def test_a_still_empty_picture_is_detected_once():
+    fake = FakeModels(models())
+    results = encode_one_by_one(fake, frames([ROOM] * 8))
+    assert fake.detected == [0.0]
+    assert fake.detector_runs == 1
+    assert [r.time for r in results] == [float(t) for t in range(8)]
+    assert all(r.detections == () for r in results)
+
+
+def test_the_detector_runs_when_an_object_appears_and_the_scene_keeps_it_while_still():
+    fake = FakeModels(models())
+    images = [ROOM] * 3 + [with_box(300)] * 4
+    results = encode_one_by_one(fake, frames(images))
+    assert fake.detected == [0.0, 3.0]
+    assert [bool(r.detections) for r in results] == [False] * 3 + [True] * 4
+    assert all(r.time == t for t, r in enumerate(results))
+
+
+def test_an_object_that_moves_is_detected_again_and_leaving_clears_it():
+    fake = FakeModels(models())
+    images = [with_box(50), with_box(50), with_box(250), with_box(250), ROOM, ROOM]
+    results = encode_one_by_one(fake, frames(images))
+    assert fake.detected == [0.0, 2.0, 4.0]
+    assert [bool(r.detections) for r in results] == [True] * 4 + [False] * 2
+
+
+def test_compression_noise_is_not_motion():
+    rng = np.random.default_rng(0)
+    noisy = [
+        np.clip(ROOM.astype(int) + rng.integers(-6, 7, ROOM.shape), 0, 255).astype(np.uint8)
+        for _ in range(6)
+    ]
+    fake = FakeModels(models())
+    encode_one_by_one(fake, frames(noisy))
+    assert fake.detected == [0.0]
+
+
+def test_a_still_scene_is_detected_again_every_refresh_s():
+    fake = FakeModels(models(refresh_s=10.0))
+    encode_one_by_one(fake, frames([ROOM] * 25))
+    assert fake.detected == [0.0, 10.0, 20.0]
+
+
+def test_an_animal_or_person_in_the_frame_labels_runs_the_detector_on_every_frame():
+    fake = FakeModels(models(), labels=(Label("tabby", 0.5), Label("carton", 0.2)))
+    encode_one_by_one(fake, frames([ROOM] * 4))
+    assert fake.detected == [0.0, 1.0, 2.0, 3.0]
+    unlikely = FakeModels(models(), labels=(Label("tabby", 0.1), Label("carton", 0.8)))
+    encode_one_by_one(unlikely, frames([ROOM] * 4))
+    assert unlikely.detected == [0.0]
+
+
+def test_in_one_batch_still_frames_follow_the_frame_detected_before_them():
+    fake = FakeModels(models())
+    batch = frames([ROOM, with_box(300), with_box(300), with_box(300)])
+    results = fake.encode_frames(batch).detections
+    assert fake.detected == [0.0, 1.0]
+    assert [bool(r.detections) for r in results] == [False, True, True, True]
+    assert [r.time for r in results] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_sources_are_gated_apart():
+    fake = FakeModels(models())
+    batch = [*frames([ROOM] * 3, source="a"), *frames([with_box(100)] * 3, source="b")]
+    results = fake.encode_frames(batch).detections
+    assert len(fake.detected) == 2
+    assert [bool(r.detections) for r in results] == [False] * 3 + [True] * 3
+
+
+def test_ungated_detector_sees_every_due_frame():
+    fake = FakeModels(models(gated=False))
+    encode_one_by_one(fake, frames([ROOM] * 5))
+    assert fake.detected == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_the_detector_rate_still_applies_before_the_gate():
+    fake = FakeModels(models(fps=0.5))
+    encode_one_by_one(fake, frames([ROOM, with_box(200), with_box(200), ROOM]))
+    # due: t=0 and t=2 only; t=2 shows the object, so it runs there
+    assert fake.detected == [0.0, 2.0]
+
+
+@pytest.mark.models
+@pytest.mark.slow
+def test_real_detector_skips_a_still_empty_room_and_finds_the_cat_that_walks_in(
+    default_models: ModelsConfig,
+):
+    from skimage import data
+
+    cat = np.asarray(Image.fromarray(data.chelsea()).resize((228, 150)))
+    with_cat = ROOM.copy()
+    with_cat[90:240, 200:428] = cat
+    encoders = LocalEncoders(default_models)
+    results = encode_one_by_one(encoders, frames([ROOM] * 5 + [with_cat] * 2))
+    assert encoders.detector_runs <= 3  # the first room, the cat, and the cat again (alive)
+    assert all(r.detections == () for r in results[:5])
+    assert "cat" in [d.label for d in results[5].detections]
+    assert "cat" in [d.label for d in results[6].detections]
