@@ -52,6 +52,11 @@ ensure_test_peers() {
         || apt_install gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
             gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
     command -v chromedriver >/dev/null || apt_install chromium chromium-driver
+    # Recorded human speech (Asterisk's prompts) and real sound effects (desktop sound
+    # themes) for the real-media tests and benchmarks/quality.py.
+    [ -d /usr/share/asterisk/sounds/en_US_f_Allison ] || apt_install asterisk-core-sounds-en-wav
+    [ -d /usr/share/sounds/freedesktop/stereo ] || apt_install sound-theme-freedesktop
+    [ -e /usr/share/sounds/Oxygen-Im-Phone-Ring.ogg ] || apt_install oxygen-sounds
 }
 
 case "${1:-}" in
