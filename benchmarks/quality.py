@@ -250,18 +250,24 @@ def sound_scores(
     return recall, precision
 
 
-def cue_recall(cases: list[Case], outputs: dict[str, Output]) -> float:
+def cue_recall(cases: list[Case], outputs: dict[str, Output]) -> tuple[float, list[str]]:
+    """The share of (cue, window it overlaps) pairs found in the window, and the misses."""
     pairs = found = 0
+    missed = []
     for case in cases:
         for cue in case.shown:
             for window in outputs[case.path.name].windows:
                 if overlaps(cue.start, cue.end, window["start"], window["end"]):
                     pairs += 1
                     texts = " ".join(s["text"] for s in window.get("subtitles", []))
-                    found += words(cue.text) == words(texts) or set(words(cue.text)) <= set(
-                        words(texts)
-                    )
-    return found / pairs if pairs else 1.0
+                    if words(cue.text) == words(texts) or set(words(cue.text)) <= set(words(texts)):
+                        found += 1
+                    else:
+                        missed.append(
+                            f"{case.path.name}: cue {cue.start:.2f}-{cue.end:.2f} "
+                            f"{cue.text!r} not in window {window['start']:.1f}"
+                        )
+    return (found / pairs if pairs else 1.0), missed
 
 
 def caption_cps(srt: str) -> list[float]:
@@ -280,10 +286,12 @@ def build_cases(folder: Path, seed: int) -> list[Case]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--keep", type=Path, help="build and describe in this folder, kept")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="mmlm-quality-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mmlm-quality-") as scratch:
+        tmp = args.keep or Path(scratch)
         media, out = Path(tmp) / "media", Path(tmp) / "out"
-        media.mkdir()
+        media.mkdir(parents=True, exist_ok=True)
         cases = build_cases(media, args.seed)
         print(
             f"{len(cases)} inputs, {sum(len(c.said) for c in cases)} utterances, "
@@ -331,7 +339,9 @@ def main() -> None:
             print(f"{key:10} {_fmt(recall):>7} {_fmt(precision):>10}")
         b_recall, b_precision = sound_scores(cases, bare_alarms, "alarm")
         print(f"{'alarm bare':10} {_fmt(b_recall):>7} {_fmt(b_precision):>10}  (YAMNet max-pooled)")
-        recall_cues = cue_recall(cases, outputs)
+        recall_cues, missed = cue_recall(cases, outputs)
+        for line in missed[:10]:
+            print(f"  missed: {line}")
         print(
             f"subtitle cue recall: {recall_cues:.3f} over {sum(len(c.shown) for c in cases)} cues"
         )

@@ -24,7 +24,7 @@ import numpy as np
 from ray import serve
 
 from mmlm_stream.config import ModelsConfig
-from mmlm_stream.encoding import call_role
+from mmlm_stream.encoding import call_role_per_request
 from mmlm_stream.models.registry import load_encoder
 from mmlm_stream.models.roles import Encoder, Role
 from mmlm_stream.threads import limit_threads
@@ -48,14 +48,6 @@ _BATCH_KEYS = ("max_batch_size", "batch_wait_timeout_s")
 
 def _total(requests: list[list[Any]]) -> int:
     return sum(len(request) for request in requests)
-
-
-def _split(results: Any, sizes: Sequence[int]) -> list[Any]:
-    out, start = [], 0
-    for size in sizes:
-        out.append(results[start : start + size])
-        start += size
-    return out
 
 
 def load_encoders(roles: Sequence[Role], models: ModelsConfig) -> dict[Role, Encoder]:
@@ -102,10 +94,8 @@ class _RoleQueue:
             self.batched.set_batch_wait_timeout_s(wait)  # type: ignore[attr-defined]
 
     async def _run(self, requests: list[list[Any]]) -> list[Any]:
-        flat = [item for request in requests for item in request]
-        self.recent_batches.append(len(flat))
-        results = await asyncio.to_thread(call_role, self.encoder, self.role, flat)
-        return _split(results, [len(request) for request in requests])
+        self.recent_batches.append(_total(requests))
+        return await asyncio.to_thread(call_role_per_request, self.encoder, self.role, requests)
 
     async def call(self, items: list[Any]) -> Any:
         """One caller's items; pieces larger than a batch are split, results concatenated."""

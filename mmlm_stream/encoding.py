@@ -248,6 +248,27 @@ def call_role(encoder: Any, role: Role, items: Sequence[Any]) -> Any:
     return getattr(encoder, method)(items)
 
 
+def call_role_per_request(encoder: Any, role: Role, requests: Sequence[Sequence[Any]]) -> list[Any]:
+    """One model call for several callers' items; each caller's results, in its order.
+
+    Every role answers one result per item except speech: a recogniser returns transcript
+    segments, as many as it heard (an utterance may be two sentences, a noise none), so a
+    merged call could not be split back by item counts (the surplus segments were lost, and
+    a segment could reach the wrong source). Each caller's utterances are transcribed
+    together (packed among themselves), never with another source's: the recogniser's
+    background-voice and language rules compare what shares a window.
+    """
+    if role is Role.SPEECH:
+        return [list(call_role(encoder, role, items)) if items else [] for items in requests]
+    flat = [item for items in requests for item in items]
+    results = call_role(encoder, role, flat)
+    out, start = [], 0
+    for items in requests:
+        out.append(results[start : start + len(items)])
+        start += len(items)
+    return out
+
+
 class LocalEncoders(RoleEncoders):
     """Loads each role's model in this process on first use (through the registry)."""
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import ray
+import real_speech
 import yaml
 from ray.serve.schema import ServeDeploySchema
 from redis_fixtures import RedisServer
@@ -192,3 +193,22 @@ def test_a_corrupt_file_among_good_ones_fails_alone_with_exit_code_1(env):
     assert (out / "sample.mkv.summary.json").exists()
     skipped = _describe(env, out, [str(sample.path)], force=False)
     assert skipped.skipped == ["sample.mkv"]
+
+
+@pytest.mark.ray
+@pytest.mark.redis
+@pytest.mark.models
+@pytest.mark.slow
+def test_recorded_speech_loses_no_utterance_through_the_served_recogniser(env):
+    """The Serve path merges callers' utterances into one batch: an utterance the recogniser
+    heard as two sentences used to cost the batch's last sentence."""
+    if not real_speech.ensure_available():
+        pytest.skip(f"recorded prompts missing: {real_speech.install_hint()}")
+    folder = env[0]
+    clip = real_speech.build_clip(folder / "speech.mkv")
+    out = folder / "out-speech"
+    report = _describe(env, out, [str(clip.path)])
+    assert report.exit_code == 0
+    summary = json.loads((out / "speech.mkv.summary.json").read_text())
+    heard = [(u["start"], u["end"], u["text"]) for u in summary["utterances"]]
+    assert real_speech.lost(clip.utterances, heard) == []
