@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -248,6 +249,10 @@ def sound_scores(
     recall = hits / truths if truths else None
     precision = right / events if events else (1.0 if truths == 0 else None)
     return recall, precision
+
+
+MARKUP = re.compile(r"<[^>]*>|\{[^}]*\}")
+"""SubRip/ASS styling in a cue's source text (``<i>``, ``{\\an8}``): not part of what it says."""
 
 
 def cue_recall(cases: list[Case], outputs: dict[str, Output]) -> tuple[float, list[str]]:
