@@ -45,7 +45,9 @@ logger = logging.getLogger(__name__)
 
 WHISPER_WINDOW_S = 30.0
 # A file's speech waits for a full batch at most this long (media seconds) before it is
-# transcribed; a live source's goes at once.
+# transcribed; a live source's goes at once, and so does a file's first utterance: every
+# window waits for the speech under it, so holding the first one back would hold back the
+# file's first window (on a short file, all of them) for one Whisper window saved.
 MAX_SPEECH_DELAY_S = 20.0
 
 
@@ -136,6 +138,7 @@ class SourceAnalysis:
         self.transcribing: deque[tuple[float, Future[list[TranscriptSegment]]]] = deque()
         self._speech_pool = ThreadPoolExecutor(1, thread_name_prefix=f"speech:{spec.source_id}")
         self._speech_seconds: dict[Future[list[TranscriptSegment]], float] = {}
+        self._speech_batches = 0
         self._open_walls: dict[str, str] = {}  # event id -> wall_start of its open version
         self.progress = 0.0
         self.queue: LiveQueue | None = None
@@ -303,11 +306,12 @@ class SourceAnalysis:
         # the recogniser is busy the utterances that end wait and then go together (packed,
         # several cost what one costs), so a backlog shrinks instead of growing.
         live = self.decoder.live
-        delay = 0.0 if live else MAX_SPEECH_DELAY_S
+        delay = 0.0 if live or self._speech_batches == 0 else MAX_SPEECH_DELAY_S
         stale = self.progress - self.speech[0].start >= delay
         busy = live and any(not pending.done() for _start, pending in self.transcribing)
         if force or full or (stale and not busy):
             batch, self.speech = self.speech, []
+            self._speech_batches += 1
             pending = self._speech_pool.submit(self.encoders.transcribe, batch)
             self.transcribing.append((batch[0].start, pending))
             self._speech_seconds[pending] = sum(s.end - s.start for s in batch)

@@ -79,3 +79,32 @@ def test_every_live_utterance_is_transcribed_and_busy_time_batches_them(
     assert said()[:4] == [f"said at {t + 0.05:.2f}" for t in range(0, 8, 2)]
     assert sum(encoders.calls) >= 4  # one utterance per even second
     assert max(encoders.calls) >= 2  # waited while the recogniser was busy, then went together
+
+
+class CallRecorder(SlowRecogniser):
+    """The same speech every even second, answered at once; records how far the file's
+    decoding had got (media seconds) at each call."""
+
+    analysis: SourceAnalysis | None = None
+
+    def transcribe(self, speech: Sequence[SpeechInput]) -> list[TranscriptSegment]:
+        assert self.analysis is not None
+        self.calls.append(round(self.analysis.progress))
+        return [TranscriptSegment(s.start, s.end, f"said at {s.start:.2f}", "en") for s in speech]
+
+
+def test_a_files_first_utterance_goes_at_once_so_its_first_window_is_not_held_back(
+    tmp_path: Path, tiny_models: ModelsConfig
+):
+    path = write_video(tmp_path / "talk.mkv", duration_s=30.0, fps=2)
+    config = Config(models=tiny_models, window=WindowConfig(window_s=2.0, hop_s=2.0))
+    encoders = CallRecorder(tiny_models)
+    windows: list[WindowOutput] = []
+    analysis = SourceAnalysis(resolve_source(str(path)), config, encoders, on_window=windows.append)
+    encoders.analysis = analysis
+    analysis.run()
+    first, *rest = encoders.calls
+    assert first < 10  # not after the 20 s a later batch waits to fill
+    assert rest and rest[0] >= 20
+    said = [w.window.speech.new_text for w in windows if w.window.speech.new_text]
+    assert said[:15] == [f"said at {t + 0.05:.2f}" for t in range(0, 30, 2)]
