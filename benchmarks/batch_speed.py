@@ -4,23 +4,30 @@
    subtitles) at two sizes, recorded human speech (Debian's asterisk prompts, when
    installed), music (a chord progression), silence, a 4K clip, a portrait and a tiny odd
    size, a video without audio, a variable-frame-rate clip, a truncated MP4 and random bytes.
-2. ``mmlm-stream describe`` describes it cold, as a user would (a subprocess: Ray start,
-   model loading and all). ``first_window_s`` is the time from that start to the first
-   window record on disk.
+2. ``mmlm-stream describe --fresh`` describes it cold, as a user would with no service
+   running (a subprocess: Ray start, model loading and all). ``cold_first_window_s`` is the
+   time from that start to the first window record on disk.
 3. A plain single-process script (``--plain``, also a subprocess) runs the same default
    models over the same files with no Ray and no gating: frames decoded at 1 fps, the frame
    model and the detector on every frame, YAMNet on 4 s chunks, plain faster-whisper over
    each file's whole audio.
-4. ``mmlm-stream serve`` is started and, once healthy and idle, the PSS of all its processes
-   (Ray's included) is summed.
+4. ``mmlm-stream serve`` is started and, once healthy and idle, ``mmlm-stream describe``
+   describes the folder again, reusing the service (its Ray, its loaded models);
+   ``first_window_s`` is that run's time to its first window on disk. It must say it reused
+   the service, or the run fails.
+5. With every model loaded and the service idle again, the PSS of all its processes (Ray's
+   included) is summed.
 
-Last line: ``describe_vs_plain=<wall ratio> first_window_s=<s> service_pss_mb=<MB>``.
-Run it alone on the machine (it measures wall time): ``python benchmarks/batch_speed.py``.
+Every subprocess gets a private ``XDG_RUNTIME_DIR``, so no other ``serve`` of the user is
+reused. Last line: ``describe_vs_plain=<cold wall ratio> first_window_s=<s with the service>
+service_pss_mb=<MB> cold_first_window_s=<s>``. Run it alone on the machine (it measures wall
+time): ``python benchmarks/batch_speed.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -31,7 +38,7 @@ import threading
 import time
 import urllib.request
 import wave
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -133,8 +140,14 @@ def _first_window(out: Path, started: float, found: list[float], stop: threading
         time.sleep(0.05)
 
 
-def run_describe(files: Sequence[Path], out: Path, env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds of a cold ``describe`` and seconds to its first window on disk."""
+REUSED = "reusing the running service"
+
+
+def run_describe(
+    files: Sequence[Path], out: Path, env: dict[str, str], *flags: str
+) -> tuple[float, float, bool]:
+    """Wall seconds of a ``describe``, seconds to its first window on disk, and whether it
+    reused a running service."""
     found: list[float] = []
     stop = threading.Event()
     started = time.monotonic()
@@ -143,7 +156,7 @@ def run_describe(files: Sequence[Path], out: Path, env: dict[str, str]) -> tuple
     watcher.start()
     try:
         result = subprocess.run(
-            [*CLI, "describe", *map(str, files), "--out", str(out), "--force"],
+            [*CLI, "describe", *map(str, files), "--out", str(out), "--force", *flags],
             env=env,
             capture_output=True,
             text=True,
@@ -156,8 +169,12 @@ def run_describe(files: Sequence[Path], out: Path, env: dict[str, str]) -> tuple
         sys.stderr.write(result.stderr[-4000:])
         raise SystemExit(f"describe exited {result.returncode}")
     failed = sorted(p.name for p in out.glob("*.error.json"))
-    print(f"describe: {wall:.1f}s wall, rc={result.returncode}, failed inputs: {failed}")
-    return wall, found[0] if found else float("nan")
+    reused = REUSED in result.stderr
+    print(
+        f"describe {' '.join(flags)}: {wall:.1f}s wall, rc={result.returncode}, "
+        f"reused the service: {reused}, failed inputs: {failed}"
+    )
+    return wall, found[0] if found else float("nan"), reused
 
 
 def run_plain(files: Sequence[Path], env: dict[str, str]) -> float:
@@ -206,36 +223,41 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def service_pss(env: dict[str, str], idle_s: float = 10.0, timeout_s: float = 240.0) -> float:
-    """PSS of a running ``mmlm-stream serve`` (every process it started) once idle."""
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return r.status == 200 and bool(json.loads(r.read()).get("ok"))
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def running_service(
+    env: dict[str, str], log: Path, timeout_s: float = 240.0
+) -> Iterator[subprocess.Popen]:
+    """``mmlm-stream serve``, healthy and advertised for ``describe`` to reuse (its service
+    record written), until the block ends; its output goes to ``log``."""
     port = _free_port()
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    records = Path(env["XDG_RUNTIME_DIR"]) / "mmlm-stream"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            [*CLI, "serve", "--port", str(port), "--jobs-dir", str(log.parent / "jobs")],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                raise SystemExit(f"serve exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    if r.status == 200 and json.loads(r.read()).get("ok"):
-                        break
-            except OSError:
-                pass
+                raise SystemExit(f"serve exited {proc.returncode}: {log.read_text()[-2000:]}")
+            if _healthy(port) and list(records.glob("serve-*.json")):
+                break
             if time.monotonic() > deadline:
                 raise SystemExit("serve did not become healthy")
             time.sleep(1)
-        time.sleep(idle_s)
-        total, rows = _pss_mb(_descendants(proc.pid))
-        print(f"service: {total:.0f} MB PSS over {len(rows)} processes when idle")
-        for name, pss in rows:
-            print(f"  {pss:7.0f} MB  {name}")
-        return total
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -243,6 +265,16 @@ def service_pss(env: dict[str, str], idle_s: float = 10.0, timeout_s: float = 24
         except subprocess.TimeoutExpired:
             for p in reversed(_descendants(proc.pid)):
                 p.kill()
+
+
+def service_pss(proc: subprocess.Popen, idle_s: float = 10.0) -> float:
+    """PSS of a running ``mmlm-stream serve`` (every process it started) once idle."""
+    time.sleep(idle_s)
+    total, rows = _pss_mb(_descendants(proc.pid))
+    print(f"service: {total:.0f} MB PSS over {len(rows)} processes when idle")
+    for name, pss in rows:
+        print(f"  {pss:7.0f} MB  {name}")
+    return total
 
 
 def plain(files: Sequence[str]) -> None:
@@ -343,16 +375,23 @@ def main() -> None:
         plain(args.plain)
         return
     sys.path.insert(0, str(ROOT / "tests"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory(prefix="mmlm-batch-speed-") as tmp:
+        runtime = Path(tmp) / "run"
+        runtime.mkdir(mode=0o700)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_RUNTIME_DIR": str(runtime)}
         files = make_corpus(Path(tmp) / "in")
         print(f"corpus: {len(files)} files, {_media_seconds(files):.0f} s of media")
-        describe_s, first_s = run_describe(files, Path(tmp) / "out", env)
+        describe_s, cold_first_s, _ = run_describe(files, Path(tmp) / "out", env, "--fresh")
         plain_s = run_plain(files, env)
-        pss = float("nan") if args.no_pss else service_pss(env)
+        with running_service(env, Path(tmp) / "serve.log") as proc:
+            _, first_s, reused = run_describe(files, Path(tmp) / "out-service", env)
+            if not reused:
+                raise SystemExit("describe did not reuse the running service")
+            # After the describe: every model is loaded then, and the service idle again.
+            pss = float("nan") if args.no_pss else service_pss(proc)
     print(
         f"describe_vs_plain={describe_s / plain_s:.2f} first_window_s={first_s:.1f} "
-        f"service_pss_mb={pss:.0f}"
+        f"service_pss_mb={pss:.0f} cold_first_window_s={cold_first_s:.1f}"
     )
 
 

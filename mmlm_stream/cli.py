@@ -6,7 +6,9 @@ import argparse
 import dataclasses
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -145,6 +147,7 @@ def cmd_describe(args: argparse.Namespace, config: Config) -> int:
             redis_url=url,
             force=args.force,
             parallel=args.parallel,
+            reuse=not args.fresh,
         )
     finally:
         batch.shutdown()
@@ -190,24 +193,38 @@ def cmd_watch(args: argparse.Namespace, config: Config) -> int:
         batch.shutdown()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from mmlm_stream import describe as batch
+    from mmlm_stream import service_record
 
     # Before Redis or Ray start: an API open beyond loopback needs api.allow_anonymous.
     config.api.require_token_for(args.host)
     if not args.address:  # the ingress runs here and reads the token file: check it now
         config.api.token()
     url = _redis_url(config, not args.no_embedded_redis)
-    batch.start_ray(args.address)
+    serve_config = Path(args.serve_config) if args.serve_config else None
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM)
+    record = None
     try:
+        batch.start_ray(args.address)
+        if main_thread:  # after ray.init, which installs a handler of its own (exit 15)
+            # A plain `kill` stops the service as Ctrl-C does: the record removed, Ray down.
+            signal.signal(signal.SIGTERM, _interrupt)
         base = batch.run_service(
             config,
-            Path(args.serve_config) if args.serve_config else None,
+            serve_config,
             url,
             host=args.host,
             port=args.port,
             jobs_dir=Path(args.jobs_dir),
         )
+        # `describe` on this machine reuses this service (its Ray, its loaded models).
+        record = batch.advertise_service(config, serve_config, url, base)
         print(f"serving on {base} (dashboard {base}/, API docs {base}/docs); Ctrl-C stops")
         deadline = None if args.duration is None else time.monotonic() + args.duration
         while deadline is None or time.monotonic() < deadline:
@@ -215,7 +232,11 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if record is not None:
+            service_record.remove(record)
         batch.shutdown()
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return EXIT_OK
 
 
@@ -391,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serve-config", help="Serve config YAML (default: deployments/local-cpu.yaml)")
     p.add_argument("--force", action="store_true", help="redo inputs already described")
     p.add_argument("--parallel", type=int, default=2, help="inputs described at once")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a private Ray even when a compatible `serve` runs on this machine "
+        "(default: reuse it)",
+    )
     p.add_argument(
         "--republish", action="store_true", help="publish the files in --out to Redis again"
     )

@@ -4,6 +4,12 @@ The driver starts (or joins) Ray, runs the application from the Serve config, st
 input's windows and events back and writes that input's files here (they are the source of
 truth; Redis gets the same records from the Publisher deployment). Finished inputs are
 skipped unless ``force``; a failing input gets ``<source>.error.json`` and the others go on.
+
+With ``reuse``, a compatible ``mmlm-stream serve`` running on this machine does the work
+instead (``mmlm_stream.service_record``): the driver joins its Ray and calls its Decoder, so
+no Ray starts and no model loads; the files are written here exactly as on the cold path.
+The service's application is never redeployed or removed; anything amiss is one line and
+the cold path.
 """
 
 from __future__ import annotations
@@ -32,8 +38,10 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from mmlm_stream import service_record
 from mmlm_stream.config import Config
-from mmlm_stream.errors import SourceError
+from mmlm_stream.config_paths import absolute_paths
+from mmlm_stream.errors import MmlmError, SourceError
 from mmlm_stream.jobs import (
     DescribeRequest,
     WindowDone,
@@ -45,14 +53,21 @@ from mmlm_stream.operators.decode import check_size
 from mmlm_stream.operators.probe import probe
 from mmlm_stream.operators.source import SourceSpec, assign_source_ids, resolve_source, scheme_of
 from mmlm_stream.outputs import is_done, write_error, write_job
+from mmlm_stream.redaction import MASK, redact_text
 from mmlm_stream.serve_config import default_serve_config, deployment_options
 
 logger = logging.getLogger(__name__)
 
 APP_NAME = "mmlm"
+DECODER = "Decoder"
 _STARTED_LOCAL = False
+# The Decoder handle of the running service this process joined (None: none): its
+# application is never redeployed or removed from here.
+_JOINED: Any | None = None
 _APP = APP_NAME
 _DEPLOYED: tuple[str, Any] | None = None
+_AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+_GCS_PROBE_S = 2.0
 
 
 @dataclass
@@ -92,20 +107,27 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
     return targets
 
 
-def _local_ray_auth() -> None:
+def _local_ray_auth(token: str | None = None) -> None:
     """Token auth for the Ray this process starts: its GCS and raylets listen on every
     interface, and whoever reaches them runs code here. The token is random per process,
-    kept only in this process's environment (Ray's processes inherit it), never printed or
-    written to disk (Ray's own default would persist ~/.ray/auth_token); a ``RAY_AUTH_TOKEN``
-    already set (the user's, or an earlier start's) is kept. Ray caches its config and token
-    when first used, so both are reloaded."""
+    kept only in this process's environment (Ray's processes inherit it) and, for a
+    ``serve``, in its user-private service record; never printed, and never in Ray's own
+    ~/.ray/auth_token. A ``RAY_AUTH_TOKEN`` already set (the user's, or an earlier start's)
+    is kept; ``token`` (a running service's, to join it) replaces it. Ray caches its config
+    and token when first used, so both are reloaded."""
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if token is not None:
+        os.environ["RAY_AUTH_TOKEN"] = token
+    elif not os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    _reload_ray_auth()
+
+
+def _reload_ray_auth() -> None:
     from ray._raylet import AuthenticationTokenLoader
     from ray._raylet import Config as RayConfig
 
-    os.environ["RAY_AUTH_MODE"] = "token"
-    if not os.environ.get("RAY_AUTH_TOKEN", "").strip():
-        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
     RayConfig.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
 
@@ -180,13 +202,16 @@ def run_app(config: Config, serve_config: Path | None, redis_url: str | None) ->
     """Deploy the application with the Serve config's options; returns the Decoder handle.
 
     A second call with the same arguments reuses the running application: redeploying
-    would replace every replica and load every model again.
+    would replace every replica and load every model again. After ``join_service`` it is
+    the joined service's Decoder, whose application this process must never replace.
     """
     global _DEPLOYED
     from ray import serve
 
     from mmlm_stream.deployments.app import build_app
 
+    if _JOINED is not None:
+        return _JOINED
     options = deployment_options(serve_config or default_serve_config())
     args = {
         "config": config.model_dump(mode="json"),
@@ -201,6 +226,128 @@ def run_app(config: Config, serve_config: Path | None, redis_url: str | None) ->
     return handle
 
 
+def _fingerprint(config: Config, serve_config: Path | None, redis_url: str | None) -> str:
+    options = deployment_options(serve_config or default_serve_config())
+    return service_record.fingerprint(config, redis_url, options)
+
+
+def advertise_service(
+    config: Config, serve_config: Path | None, redis_url: str | None, base_url: str
+) -> Path | None:
+    """Write the record through which ``describe`` on this machine reuses the service that
+    ``run_service`` deployed; None (nothing written) when it runs on a cluster this process
+    did not start. The caller removes the file when the service stops."""
+    import ray
+
+    if not _STARTED_LOCAL or not ray.is_initialized():
+        return None
+    pid = os.getpid()
+    started = service_record.process_started(pid)
+    if started is None:
+        return None
+    record = service_record.ServiceRecord(
+        pid=pid,
+        started=started,
+        gcs_address=ray.get_runtime_context().gcs_address,
+        app=_APP,
+        fingerprint=_fingerprint(config, serve_config, redis_url),
+        url=base_url,
+        token=os.environ["RAY_AUTH_TOKEN"],
+    )
+    return service_record.write(record)
+
+
+class _ServiceUnusable(MmlmError):
+    """The running service cannot take the describe; the message says why, in one line."""
+
+
+def join_service(record: service_record.ServiceRecord) -> Any:
+    """Join the Ray of a running service with its token and return its Decoder handle.
+
+    On any failure this process is left as before (no Ray, the ``RAY_AUTH_*`` variables it
+    had) and ``_ServiceUnusable`` says why."""
+    import socket
+
+    import ray
+    from ray import serve
+
+    global _JOINED, _APP
+    host, _, port = record.gcs_address.rpartition(":")
+    try:  # a GCS that is not there would keep ray.init waiting for a minute
+        socket.create_connection((host, int(port)), timeout=_GCS_PROBE_S).close()
+    except (OSError, ValueError) as exc:
+        raise _ServiceUnusable(f"its Ray does not answer at {record.gcs_address} ({exc})") from None
+    saved = {name: os.environ.get(name) for name in _AUTH_ENV}
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    try:
+        _local_ray_auth(record.token)
+        ray.init(address=record.gcs_address, logging_level=logging.WARNING, log_to_driver=False)
+        app = serve.status().applications.get(record.app)
+        if app is None or app.status != "RUNNING":
+            state = "gone" if app is None else str(getattr(app.status, "value", app.status)).lower()
+            raise _ServiceUnusable(f"its application '{record.app}' is {state}")
+        handle = serve.get_deployment_handle(DECODER, app_name=record.app)
+    except Exception as exc:
+        ray.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        _reload_ray_auth()
+        if isinstance(exc, _ServiceUnusable):
+            raise
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = redact_text(reason.replace(record.token, MASK))
+        raise _ServiceUnusable(f"joining its Ray failed: {reason}") from None
+    _JOINED, _APP = handle, record.app
+    return handle
+
+
+def _reuse_service(
+    config: Config, serve_config: Path | None, redis_url: str | None, console: Console
+) -> Any | None:
+    """The Decoder handle of a compatible running service, or None (one line says why when
+    a service record was there but not used)."""
+    lookup = service_record.find(_fingerprint(config, serve_config, redis_url))
+    record = lookup.record
+    if record is None:
+        if lookup.notes:
+            _say(
+                console,
+                f"not reusing a running service: {'; '.join(lookup.notes)}; starting a private Ray",
+            )
+        return None
+    try:
+        handle = join_service(record)
+    except _ServiceUnusable as exc:
+        _say(
+            console,
+            f"not reusing the running service (pid {record.pid}): {exc}; starting a private Ray",
+        )
+        return None
+    _say(
+        console,
+        f"reusing the running service (pid {record.pid}, {record.url}): "
+        "no Ray start, models already loaded",
+    )
+    return handle
+
+
+def _say(console: Console, line: str) -> None:
+    console.print(f"mmlm-stream: {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _request(spec: SourceSpec, config: Config) -> DescribeRequest:
+    """The request for one input. A joined service's replicas run in another working
+    directory, so there a relative path (the input's, the config's) is made absolute."""
+    if _JOINED is None:
+        return DescribeRequest(spec.url, spec.source_id, config.model_dump(mode="json"))
+    target = os.path.abspath(spec.url) if spec.path is not None else spec.url
+    return DescribeRequest(target, spec.source_id, absolute_paths(config).model_dump(mode="json"))
+
+
 async def _describe_one(
     handle: Any,
     state: InputState,
@@ -210,7 +357,7 @@ async def _describe_one(
     total: TaskID,
 ) -> None:
     spec = state.spec
-    request = DescribeRequest(spec.url, spec.source_id, config.model_dump(mode="json"))
+    request = _request(spec, config)
 
     def seen(message: Any) -> None:
         if isinstance(message, JobProgress):
@@ -301,8 +448,11 @@ def describe(
     redis_url: str | None = None,
     force: bool = False,
     parallel: int = 2,
+    reuse: bool = False,
     console: Console | None = None,
 ) -> DescribeReport:
+    """Describe the inputs (module docstring); ``reuse``: through a compatible running
+    local service when there is one (never with ``address``, or with Ray already up here)."""
     console = console or Console(stderr=True)
     started = time.monotonic()
     report = DescribeReport(out_dir=out_dir)
@@ -323,8 +473,12 @@ def describe(
             continue
         states.append(InputState(spec, duration=info.duration))
     if states:
-        start_ray(address)
-        handle = run_app(config, serve_config, redis_url)
+        handle = _JOINED
+        if handle is None and reuse and address is None and not _ray_initialized():
+            handle = _reuse_service(config, serve_config, redis_url, console)
+        if handle is None:
+            start_ray(address)
+            handle = run_app(config, serve_config, redis_url)
         asyncio.run(_run_all(handle, states, out_dir, config, parallel, console))
         if redis_url and not handle.flush_publisher.remote().result():
             console.print(
@@ -343,16 +497,24 @@ def describe(
     return report
 
 
+def _ray_initialized() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
 def shutdown() -> None:
-    """Remove the application; stop the Ray this process started (a cluster stays up)."""
+    """Remove the application; stop the Ray this process started (a cluster stays up); from
+    a service it joined, only disconnect (its application and Ray stay as they are)."""
     import ray
     from ray import serve
 
-    global _DEPLOYED
+    global _DEPLOYED, _JOINED
     _DEPLOYED = None
+    joined, _JOINED = _JOINED is not None, None
     if not ray.is_initialized():
         return
-    if _STARTED_LOCAL:
-        ray.shutdown()  # takes Serve and every replica with it, quietly
+    if joined or _STARTED_LOCAL:
+        ray.shutdown()  # joined: disconnects; started here: takes Serve and replicas with it
     else:
         serve.delete(_APP)
