@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import real_speech
 
 from mmlm_stream.config import ModelsConfig, SpeechModelConfig
 from mmlm_stream.errors import ConfigError
@@ -110,11 +111,16 @@ def decode_calls(recognizer, monkeypatch) -> list[int]:
 
 @pytest.mark.models
 @pytest.mark.slow
-def test_spoken_sentence_is_transcribed_in_media_time_with_word_times(recognizer, spoken):
-    speech = spoken(FOX, start=12.0)
+def test_spoken_sentence_is_transcribed_in_media_time_with_word_times(recognizer):
+    """A recorded human prompt: greedy int8 decoding of espeak's voice is marginal enough
+    to read "brown fox" as "round fox" on some CPUs (seen once in CI), a real voice is not."""
+    if not real_speech.ensure_available():
+        pytest.skip(f"recorded prompts missing: {real_speech.install_hint()}")
+    name, text = real_speech.PROMPTS[0]
+    speech = SpeechInput(12.0, real_speech.read_prompt(name), real_speech.RATE)
     segments = recognizer.transcribe([speech])
     assert segments, "no transcript for clear speech"
-    assert word_error_rate(FOX, text_of(segments)) <= 0.35, text_of(segments)
+    assert real_speech.wer(text, text_of(segments)) <= 0.1, text_of(segments)
     assert all(segment.language == "en" for segment in segments)
     assert_inside(segments, speech)
     words = [word for segment in segments for word in segment.words]
