@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import real_speech
 
 from mmlm_stream.channels import AudioChunk
 from mmlm_stream.config import AudioModelConfig, ModelsConfig
@@ -21,7 +22,7 @@ from mmlm_stream.models import audio_yamnet
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder, resolve
 from mmlm_stream.models.roles import AudioEncoder, AudioEncoding, Role
 from mmlm_stream.operators import logmel
-from mmlm_stream.operators.loudness import SILENCE_FLOOR_DBFS
+from mmlm_stream.operators.loudness import SILENCE_FLOOR_DBFS, clean
 
 SR = 16_000
 BEEP_LIKE = {
@@ -305,12 +306,58 @@ def test_vad_hysteresis_joins_short_pauses_and_drops_clicks(monkeypatch):
     vad = object.__new__(audio_yamnet.SileroVad)
     vad.threshold, vad._low = 0.5, 0.35
     vad._streams = audio_yamnet.StreamTable(audio_yamnet._VadStream)
-    monkeypatch.setattr(vad, "_probability", lambda stream, window: next(script), raising=False)
+    monkeypatch.setattr(
+        vad,
+        "_probabilities",
+        lambda streams, windows: np.array([next(script) for _ in streams]),
+        raising=False,
+    )
     window = 512 / SR
     spans = vad.spans(AudioChunk("vad", 0.0, np.zeros(40 * 512, np.float32)), np.zeros(40 * 512))
     # windows 1-12 are speech (the dip at 3 is shorter than 100 ms); 19-21 is a 96 ms click
     assert len(spans) == 1
     assert (spans[0].start, spans[0].end) == pytest.approx((1 * window, 13 * window))
+
+
+def test_vad_of_several_sources_in_one_call_matches_each_source_alone():
+    """Chunks of different sources share model runs; a source's second chunk in the same
+    call continues its first. The spans must be what each source gets on its own."""
+    if not real_speech.ensure_available():
+        pytest.skip(f"recorded prompts missing: {real_speech.install_hint()}")
+    voices = [real_speech.read_prompt(name, SR) for name, _ in real_speech.PROMPTS[:3]]
+    gap = np.zeros(SR, np.float32)
+    signals = {
+        "a": np.concatenate([gap, voices[0], gap, voices[1], gap]),
+        "b": np.concatenate([gap[: SR // 3], voices[2], gap, gap]),
+    }
+    chunk_s = 0.96
+    step = round(chunk_s * SR)
+
+    def chunks(source: str) -> list[AudioChunk]:
+        signal = signals[source]
+        return [
+            AudioChunk(source, i / SR, signal[i : i + step].astype(np.float32))
+            for i in range(0, len(signal) - step + 1, step)
+        ]
+
+    alone = {}
+    for source in signals:
+        vad = audio_yamnet.SileroVad.from_package(0.5)
+        alone[source] = [vad.spans(c, clean(c.samples)) for c in chunks(source)]
+    assert any(alone["a"]) and any(alone["b"])
+    vad = audio_yamnet.SileroVad.from_package(0.5)
+    a, b = chunks("a"), chunks("b")
+    together: dict[str, list] = {"a": [], "b": []}
+    for i in range(0, max(len(a), len(b)), 2):  # calls of a's two chunks and b's two
+        batch = a[i : i + 2] + b[i : i + 2]
+        for chunk, spans in zip(batch, vad.spans_many([(c, clean(c.samples)) for c in batch])):
+            together[chunk.source].append(spans)
+    for source in signals:
+        assert len(together[source]) == len(alone[source])
+        for mine, theirs in zip(together[source], alone[source], strict=True):
+            assert [t for s in mine for t in (s.start, s.end)] == pytest.approx(
+                [t for s in theirs for t in (s.start, s.end)], abs=1e-6
+            )
 
 
 # --- hub and tiny sets: CLAP -----------------------------------------------------------------
