@@ -350,7 +350,8 @@ def test_vad_of_several_sources_in_one_call_matches_each_source_alone():
     together: dict[str, list] = {"a": [], "b": []}
     for i in range(0, max(len(a), len(b)), 2):  # calls of a's two chunks and b's two
         batch = a[i : i + 2] + b[i : i + 2]
-        for chunk, spans in zip(batch, vad.spans_many([(c, clean(c.samples)) for c in batch])):
+        found = vad.spans_many([(c, clean(c.samples)) for c in batch])
+        for chunk, spans in zip(batch, found, strict=True):
             together[chunk.source].append(spans)
     for source in signals:
         assert len(together[source]) == len(alone[source])
