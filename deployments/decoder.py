@@ -40,6 +40,7 @@ from mmlm_stream.jobs import (
     Progress,
     WindowDone,
 )
+from mmlm_stream.memory import IdleTrimmer
 from mmlm_stream.models.roles import Role
 from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.outbox import Outbox
@@ -121,6 +122,7 @@ class Decoder:
         limit_threads()
         self.handles = {Role(role): handle for role, handle in encoders.items()}
         self.publisher = publisher
+        self.trimmer = IdleTrimmer().start()
 
     async def describe(self, request: DescribeRequest) -> AsyncIterator[JobMessage]:
         config = Config.model_validate(request.config)
@@ -135,7 +137,9 @@ class Decoder:
 
         def work() -> None:
             try:
-                put(JobDone(self._analyse(request, config, put, stop)))
+                with self.trimmer.busy():
+                    result = self._analyse(request, config, put, stop)
+                put(JobDone(result))
             except MmlmError as exc:
                 put(JobFailed(str(exc)))
             except Exception as exc:  # report any failure of this input to the caller

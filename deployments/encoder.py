@@ -25,6 +25,7 @@ from ray import serve
 
 from mmlm_stream.config import ModelsConfig
 from mmlm_stream.encoding import call_role_per_request
+from mmlm_stream.memory import IdleTrimmer
 from mmlm_stream.models.registry import load_encoder
 from mmlm_stream.models.roles import Encoder, Role
 from mmlm_stream.threads import limit_threads
@@ -73,9 +74,10 @@ def role_batch_options(user_config: dict[str, Any], role: Role) -> dict[str, Any
 class _RoleQueue:
     """One role's Serve batcher and the counters behind ``stats``."""
 
-    def __init__(self, role: Role, encoder: Encoder) -> None:
+    def __init__(self, role: Role, encoder: Encoder, trimmer: IdleTrimmer) -> None:
         self.role = role
         self.encoder = encoder
+        self.trimmer = trimmer
         self.max_batch_size = DEFAULT_MAX_BATCH
         self.recent_batches: deque[int] = deque(maxlen=256)
         self.waiting = 0
@@ -95,7 +97,8 @@ class _RoleQueue:
 
     async def _run(self, requests: list[list[Any]]) -> list[Any]:
         self.recent_batches.append(_total(requests))
-        return await asyncio.to_thread(call_role_per_request, self.encoder, self.role, requests)
+        with self.trimmer.busy():
+            return await asyncio.to_thread(call_role_per_request, self.encoder, self.role, requests)
 
     async def call(self, items: list[Any]) -> Any:
         """One caller's items; pieces larger than a batch are split, results concatenated."""
@@ -123,7 +126,8 @@ class RoleEncoder:
         self.roles = [Role(name) for name in names]
         self.models = ModelsConfig.model_validate(models)
         encoders = load_encoders(self.roles, self.models)
-        self.queues = {role: _RoleQueue(role, encoders[role]) for role in self.roles}
+        self.trimmer = IdleTrimmer().start()
+        self.queues = {role: _RoleQueue(role, encoders[role], self.trimmer) for role in self.roles}
 
     def _queue(self, role: str | None) -> _RoleQueue:
         if role is None and len(self.queues) == 1:
