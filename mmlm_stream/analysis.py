@@ -37,6 +37,7 @@ from mmlm_stream.operators.backpressure import LiveQueue
 from mmlm_stream.operators.decode import SourceDecoder, decode
 from mmlm_stream.operators.detect import QueryScorer
 from mmlm_stream.operators.source import SourceSpec
+from mmlm_stream.operators.speech_language import LanguageHint
 from mmlm_stream.operators.speech_segmenter import SpeechSegmenter
 from mmlm_stream.records import EventRecord, utc_stamp
 from mmlm_stream.stream_events import status_event
@@ -139,6 +140,7 @@ class SourceAnalysis:
         self._speech_pool = ThreadPoolExecutor(1, thread_name_prefix=f"speech:{spec.source_id}")
         self._speech_seconds: dict[Future[list[TranscriptSegment]], float] = {}
         self._speech_batches = 0
+        self._language = LanguageHint()
         self._open_walls: dict[str, str] = {}  # event id -> wall_start of its open version
         self.progress = 0.0
         self.queue: LiveQueue | None = None
@@ -311,6 +313,8 @@ class SourceAnalysis:
         busy = live and any(not pending.done() for _start, pending in self.transcribing)
         if force or full or (stale and not busy):
             batch, self.speech = self.speech, []
+            if live:
+                batch = self._language.apply(batch)
             self._speech_batches += 1
             pending = self._speech_pool.submit(self.encoders.transcribe, batch)
             self.transcribing.append((batch[0].start, pending))
@@ -340,4 +344,6 @@ class SourceAnalysis:
             _start, pending = self.transcribing.popleft()
             self._speech_seconds.pop(pending, None)
             if not pending.cancelled():
-                self.aggregator.add(Channel.SPEECH, pending.result())
+                segments = pending.result()
+                self._language.heard(segments)
+                self.aggregator.add(Channel.SPEECH, segments)

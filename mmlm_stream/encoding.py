@@ -254,11 +254,14 @@ def call_role_per_request(encoder: Any, role: Role, requests: Sequence[Sequence[
     Every role answers one result per item except speech: a recogniser returns transcript
     segments, as many as it heard (an utterance may be two sentences, a noise none), so a
     merged call could not be split back by item counts (the surplus segments were lost, and
-    a segment could reach the wrong source). Each caller's utterances are transcribed
-    together (packed among themselves), never with another source's: the recogniser's
-    background-voice and language rules compare what shares a window.
+    a segment could reach the wrong source). A recogniser with ``transcribe_many`` answers
+    per caller itself (packing callers of one known language together, see
+    ``PackedWhisper``); any other is called once per caller.
     """
     if role is Role.SPEECH:
+        many = getattr(encoder, "transcribe_many", None)
+        if many is not None:
+            return [list(found) for found in many(requests)]
         return [list(call_role(encoder, role, items)) if items else [] for items in requests]
     flat = [item for items in requests for item in items]
     results = call_role(encoder, role, flat)

@@ -308,7 +308,9 @@ def prepare(speech: SpeechInput, sample_rate: int = SAMPLE_RATE) -> SpeechInput:
         count = max(1, round(len(samples) * sample_rate / rate))
         positions = np.arange(count) * (rate / sample_rate)
         samples = np.interp(positions, np.arange(len(samples)), samples)
-    return SpeechInput(speech.start, samples.astype(np.float32, copy=False), sample_rate)
+    return SpeechInput(
+        speech.start, samples.astype(np.float32, copy=False), sample_rate, speech.language
+    )
 
 
 def audible(speech: SpeechInput) -> bool:

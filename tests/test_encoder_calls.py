@@ -45,7 +45,7 @@ def test_every_segment_of_a_batch_reaches_its_caller_even_when_utterances_have_s
     assert [s.start for s in results[1]] == [2.0, 3.0]
 
 
-def test_two_sources_speech_is_never_transcribed_in_one_call():
+def test_a_recogniser_without_transcribe_many_is_called_once_per_source():
     recogniser = SentenceCounter()
     call_role_per_request(recogniser, Role.SPEECH, [[utterance(0.0)], [], [utterance(0.5)]])
     assert recogniser.calls == [[0.0], [0.5]]
@@ -54,3 +54,18 @@ def test_two_sources_speech_is_never_transcribed_in_one_call():
 def test_one_result_per_item_roles_are_merged_into_one_call_and_split_back():
     results = call_role_per_request(RowEmbedder(), Role.TEXT, [["a", "bb"], ["ccc"]])
     assert [r[:, 0].tolist() for r in results] == [[1.0, 2.0], [3.0]]
+
+
+class ManyCounter(SentenceCounter):
+    def transcribe_many(self, requests):
+        self.calls.append([s.start for items in requests for s in items])
+        return [
+            [TranscriptSegment(s.start, s.end, "x.", "en", (), 1.0) for s in r] for r in requests
+        ]
+
+
+def test_a_recogniser_with_transcribe_many_answers_every_caller_in_one_call():
+    recogniser = ManyCounter()
+    results = call_role_per_request(recogniser, Role.SPEECH, [[utterance(0.0)], [utterance(0.5)]])
+    assert recogniser.calls == [[0.0, 0.5]]
+    assert [[s.start for s in r] for r in results] == [[0.0], [0.5]]

@@ -322,3 +322,51 @@ def test_hub_whisper_missing_from_the_cache_is_a_one_line_error(tmp_path):
     assert "\n" not in message
     assert "mmlm-test/no-such-whisper" in message and "'hub'" in message
     assert "allow_download" in message
+
+
+def _prompt(index: int, start: float, gain_db: float = 0.0, language: str | None = "en"):
+    name, text = real_speech.PROMPTS[index]
+    samples = real_speech.read_prompt(name, SR) * np.float32(10 ** (gain_db / 20))
+    return SpeechInput(start, samples, SR, language), text
+
+
+@pytest.fixture
+def prompts():
+    if not real_speech.ensure_available():
+        pytest.skip(f"recorded prompts missing: {real_speech.install_hint()}")
+    return _prompt
+
+
+@pytest.mark.models
+@pytest.mark.slow
+def test_sources_of_one_language_share_a_window_and_each_gets_its_own_words(
+    recognizer, decode_calls, prompts
+):
+    """Two cameras' utterances at the same media time: one Whisper window for both, and
+    each caller's transcript is its own speech at its own times."""
+    (a, a_text), (b, b_text) = prompts(0, start=5.0), prompts(2, start=5.2)
+    together = recognizer.transcribe_many([[a], [b]])
+    assert sum(decode_calls) == 1
+    for speech, text, found in ((a, a_text, together[0]), (b, b_text, together[1])):
+        assert real_speech.wer(text, text_of(found)) <= 0.1, text_of(found)
+        assert_inside(found, speech)
+
+
+@pytest.mark.models
+@pytest.mark.slow
+def test_a_quiet_source_packed_beside_a_loud_one_is_not_taken_for_a_background_voice(
+    recognizer, prompts
+):
+    (loud, _), (quiet, quiet_text) = prompts(0, start=0.0), prompts(2, start=0.0, gain_db=-24)
+    (also, _) = prompts(1, start=9.0)
+    together = recognizer.transcribe_many([[loud, also], [quiet]])
+    assert real_speech.wer(quiet_text, text_of(together[1])) <= 0.1, text_of(together[1])
+
+
+@pytest.mark.models
+@pytest.mark.slow
+def test_sources_without_a_language_are_decoded_apart(recognizer, decode_calls, prompts):
+    (a, _), (b, _) = prompts(0, start=5.0, language=None), prompts(2, start=5.0, language=None)
+    together = recognizer.transcribe_many([[a], [b]])
+    assert decode_calls == [1, 1]
+    assert all(together)

@@ -83,6 +83,9 @@ class SpeechInput:
     start: float
     samples: np.ndarray = field(repr=False)
     sample_rate: int = 16_000
+    language: str | None = None
+    """The language its source was last heard in, when the caller knows it: a recogniser
+    then skips detection, and may pack it with other sources' speech of that language."""
 
     @property
     def end(self) -> float:

@@ -52,29 +52,74 @@ class PackedWhisper(ABC):
         self.transcribe([SpeechInput(0.0, noise)])
 
     def transcribe(self, speech: Sequence[SpeechInput]) -> list[TranscriptSegment]:
-        inputs = [item for item in map(prepare, speech) if audible(item)]
+        return self.transcribe_many([speech])[0]
+
+    def transcribe_many(
+        self, requests: Sequence[Sequence[SpeechInput]]
+    ) -> list[list[TranscriptSegment]]:
+        """Each caller's transcript; callers of one known language share windows.
+
+        A caller's language is the configured one, else the hint its inputs carry
+        (``SpeechInput.language``); a caller without one is decoded on its own, its language
+        detected. Callers that share windows are judged apart all the same: the
+        background-voice rule compares a caller's sentences only with its own pauses.
+        """
+        results: list[list[TranscriptSegment]] = [[] for _ in requests]
+        by_language: dict[str | None, list[int]] = {}
+        for index, items in enumerate(requests):
+            if items:
+                by_language.setdefault(self._language_of(items), []).append(index)
+        for language, members in by_language.items():
+            groups = [[index] for index in members] if language is None else [members]
+            for group in groups:
+                for index, found in zip(
+                    group, self._together([requests[i] for i in group], language), strict=True
+                ):
+                    results[index] = found
+        return results
+
+    def _language_of(self, items: Sequence[SpeechInput]) -> str | None:
+        if self._config.language is not None:
+            return self._config.language
+        hints = {item.language for item in items}
+        return hints.pop() if len(hints) == 1 else None
+
+    def _together(
+        self, requests: Sequence[Sequence[SpeechInput]], language: str | None
+    ) -> list[list[TranscriptSegment]]:
+        """Several callers' inputs packed together.
+
+        Their media times may overlap (every source has its own clock), so each caller's
+        inputs are moved to a stretch of time of their own (``_Lanes``) for packing and
+        mapping, and moved back after.
+        """
+        lanes = _Lanes(requests)
+        inputs = [item for item in map(prepare, lanes.inputs) if audible(item)]
+        lane_of = [lanes.lane(item.start) for item in inputs]
         with self._lock:
-            segments, retry, language = self._pass(inputs, pack(inputs), self._config.language)
+            segments, retry, language = self._pass(inputs, pack(inputs), language, lane_of)
             again = [(stretch, floor) for stretch, floor in retry if audible(stretch)]
             if again:
                 stretches = [stretch for stretch, _ in again]
                 floors = [floor for _, floor in again]
                 windows = pack(stretches, alone=True)
-                segments += self._pass(stretches, windows, language, floors)[0]
+                segments += self._pass(stretches, windows, language, None, floors)[0]
         if not self._config.word_timestamps:
             segments = [replace(segment, words=()) for segment in segments]
-        return sorted(segments, key=lambda segment: (segment.start, segment.end))
+        return lanes.split(sorted(segments, key=lambda segment: (segment.start, segment.end)))
 
     def _pass(
         self,
         inputs: Sequence[SpeechInput],
         windows: Sequence[Window],
         language: str | None,
+        lane_of: Sequence[int] | None = None,
         floors: Sequence[float | None] | None = None,
     ) -> tuple[list[TranscriptSegment], list[tuple[SpeechInput, float | None]], str | None]:
         """Decode ``windows``; their segments, the stretches to decode again (with the
-        background floor of the window they came from), the language. ``floors`` (a retry
-        pass) gives each input's floor; a retry pass asks for no retries."""
+        background floor of the window they came from), the language. ``lane_of`` gives each
+        input's caller: a window's background floor is measured per caller. ``floors`` (a
+        retry pass) gives each input's floor; a retry pass asks for no retries."""
         segments: list[TranscriptSegment] = []
         retry: list[tuple[SpeechInput, float | None]] = []
         for first in range(0, len(windows), self._batch_size):
@@ -82,14 +127,16 @@ class PackedWhisper(ABC):
             decoded, language = self._decode([w.audio(inputs) for w in batch], language)
             for window, result in zip(batch, decoded, strict=True):
                 found = self._segments(window, result, language)
-                if floors is None:
-                    floor = background_floor(window, found, inputs)
-                else:
-                    floor = floors[window.pieces[0].item]
-                found = foreground(window, found, inputs, floor)
-                segments += found
-                if floors is None and (found or len(window.pieces) > 1):
-                    retry += [(stretch, floor) for stretch in skipped(window, found, inputs)]
+                if floors is not None:
+                    segments += foreground(window, found, inputs, floors[window.pieces[0].item])
+                    continue
+                several = len(window.pieces) > 1
+                for part, mine in _by_lane(window, found, lane_of):
+                    floor = background_floor(part, mine, inputs)
+                    mine = foreground(part, mine, inputs, floor)
+                    segments += mine
+                    if mine or several:
+                        retry += [(stretch, floor) for stretch in skipped(part, mine, inputs)]
         return segments, retry, language
 
     @abstractmethod
@@ -99,6 +146,71 @@ class PackedWhisper(ABC):
     @abstractmethod
     def _segments(self, window: Window, result: Any, language: str) -> list[TranscriptSegment]:
         """One window's result as transcript segments in media time."""
+
+
+LANE_GAP_S = 1000.0
+"""Seconds between two callers' stretches of time while they share windows: far more than
+any word the aligner could misplace, so no segment lands in another caller's time."""
+
+
+class _Lanes:
+    """Callers' inputs moved onto one clock without overlap: the first caller keeps its
+    times (one caller is not moved at all), caller ``k``'s earliest input starts
+    ``LANE_GAP_S`` after caller ``k - 1``'s latest end."""
+
+    def __init__(self, requests: Sequence[Sequence[SpeechInput]]) -> None:
+        self.inputs: list[SpeechInput] = []
+        self.bounds: list[tuple[float, float, float]] = []  # (lane start, lane end, shift)
+        cursor: float | None = None
+        for items in requests:
+            first = min(item.start for item in items)
+            last = max(item.end for item in items)
+            shift = 0.0 if cursor is None else cursor - first
+            self.inputs += [
+                replace(item, start=item.start + shift) if shift else item for item in items
+            ]
+            self.bounds.append((first + shift, last + shift, shift))
+            cursor = last + shift + LANE_GAP_S
+
+    def lane(self, t: float) -> int:
+        """The caller whose stretch is nearest to ``t``."""
+        return min(
+            range(len(self.bounds)),
+            key=lambda k: max(self.bounds[k][0] - t, t - self.bounds[k][1], 0.0),
+        )
+
+    def split(self, segments: Sequence[TranscriptSegment]) -> list[list[TranscriptSegment]]:
+        out: list[list[TranscriptSegment]] = [[] for _ in self.bounds]
+        for segment in segments:
+            k = self.lane(segment.start)
+            shift = self.bounds[k][2]
+            out[k].append(_shifted(segment, -shift) if shift else segment)
+        return out
+
+
+def _shifted(segment: TranscriptSegment, by: float) -> TranscriptSegment:
+    return replace(
+        segment,
+        start=segment.start + by,
+        end=segment.end + by,
+        words=tuple(replace(w, start=w.start + by, end=w.end + by) for w in segment.words),
+    )
+
+
+def _by_lane(
+    window: Window, found: Sequence[TranscriptSegment], lane_of: Sequence[int] | None
+) -> list[tuple[Window, list[TranscriptSegment]]]:
+    """The window as one part per caller: its pieces and the segments inside them."""
+    if lane_of is None or len({lane_of[p.item] for p in window.pieces}) == 1:
+        return [(window, list(found))]
+    parts = []
+    for lane in sorted({lane_of[p.item] for p in window.pieces}):
+        pieces = tuple(p for p in window.pieces if lane_of[p.item] == lane)
+        low = min(p.media_start for p in pieces) - LANE_GAP_S / 2
+        high = max(p.media_end for p in pieces) + LANE_GAP_S / 2
+        mine = [s for s in found if low <= s.start < high]
+        parts.append((Window(pieces, window.length, window.sample_rate), mine))
+    return parts
 
 
 def _audio(window: Window, inputs: Sequence[SpeechInput], start: float, end: float) -> np.ndarray:
