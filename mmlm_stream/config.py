@@ -187,8 +187,9 @@ class DetectorModelConfig(RoleConfig):
     gated: bool = Field(
         True,
         description="Detect only frames where something may be there: motion since the last "
-        "detected frame, an animal or person in the frame labels, or refresh_s passed; other "
-        "frames keep the last detections.",
+        "detected frame once the camera's own pan and zoom are taken out, new picture panned "
+        "into view, a zoom past 1.15x, an animal or person appearing in the frame labels, or "
+        "refresh_s passed; other frames keep the last detections, moved with the camera.",
     )
     refresh_s: float = Field(
         10.0, gt=0, description="Gated: detect at least this often (media seconds) anyway."

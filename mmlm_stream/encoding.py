@@ -6,8 +6,9 @@ the models of the configured set in this process, and the Ray pipeline's impleme
 runs them in Serve deployments, so the loop is the same in both places.
 
 The detector (the costliest frame model on CPU) only sees a frame due at its rate when
-something may be there that it has not seen: ``DetectorGate`` has the rule. Frames it skips
-get the detections of the frame it last ran on, so a still scene keeps its objects.
+something may be there that it has not seen: ``operators.detector_gate`` has the rule. Frames
+it skips get the detections of the frame it last ran on, moved with the camera, so a still
+scene keeps its objects.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from mmlm_stream.evidence import Channel
 from mmlm_stream.models.registry import load_encoder, roles_of
 from mmlm_stream.models.roles import (
     AudioEncoding,
-    Detection,
     DetectionResult,
     FrameEncoding,
     OcrResult,
@@ -34,6 +34,8 @@ from mmlm_stream.models.roles import (
     SpeechInput,
     TranscriptSegment,
 )
+from mmlm_stream.operators.camera_motion import View
+from mmlm_stream.operators.detector_gate import DetectorGate, Judgement
 from mmlm_stream.operators.frame_sampler import FrameSampler
 
 
@@ -42,18 +44,6 @@ class FrameResults:
     encodings: list[FrameEncoding]
     detections: list[DetectionResult] = field(default_factory=list)
     ocr: list[OcrResult] = field(default_factory=list)
-
-
-THUMBNAIL = (32, 32)
-CHANGED_LEVEL = 16
-"""A thumbnail pixel counts as changed when its grey level moved by more than this (0-255):
-above compression noise and flicker, below any object entering the picture."""
-CHANGED_FRACTION = 0.01
-"""Changed pixels (of the 32x32 thumbnail) that count as motion: an object covering one
-hundredth of the picture, small enough for a person entering at the edge."""
-LIVING_SCORE = 0.3
-"""Frame-label probability on ImageNet's animals and people at which the detector runs even
-in a still picture (the COCO detector finds people and animals; ImageNet has no person)."""
 
 
 def _living_labels() -> frozenset[str]:
@@ -66,54 +56,6 @@ def _living_labels() -> frozenset[str]:
         return frozenset()
     people = {981, 982, 983}
     return frozenset(c.label for c in classes if c.index <= 397 or c.index in people)
-
-
-def thumbnail(image: np.ndarray) -> np.ndarray:
-    """A frame as a small grey image: what motion is measured on (cheap, noise-averaged)."""
-    from PIL import Image
-
-    from mmlm_stream.models.frames_efficientnet import rgb_image
-
-    grey = Image.fromarray(rgb_image(image)).convert("L")
-    return np.asarray(grey.resize(THUMBNAIL, Image.Resampling.BOX), np.int16)
-
-
-@dataclass
-class DetectorGate:
-    """Whether one source's frame needs the detector, and what it gets when not.
-
-    The rule: a frame due at the detector's rate is detected when (1) the detector has not
-    run on this source yet, (2) it moved: more than ``CHANGED_FRACTION`` of its thumbnail
-    differs by more than ``CHANGED_LEVEL`` grey levels from the frame the detector last saw
-    (so slow drift adds up and a cut always counts), (3) the frame model sees an animal or a
-    person (``LIVING_SCORE``: they may move between frames without changing much), or (4)
-    ``refresh_s`` of media time passed since the last detection. Otherwise it gets the last
-    detections, re-timed: a still scene holds what it held.
-    """
-
-    refresh_s: float
-    living: frozenset[str] = frozenset()
-    _seen: np.ndarray | None = None
-    _last: tuple[Detection, ...] = ()
-    _last_time: float = float("-inf")
-
-    def needs(self, frame: Frame, encoding: FrameEncoding | None) -> bool:
-        if self._seen is None or abs(frame.time - self._last_time) >= self.refresh_s:
-            return True
-        if encoding is not None and self.living:
-            living = sum(label.score for label in encoding.labels if label.label in self.living)
-            if living >= LIVING_SCORE:
-                return True
-        changed = np.count_nonzero(np.abs(thumbnail(frame.image) - self._seen) > CHANGED_LEVEL)
-        return changed > CHANGED_FRACTION * self._seen.size
-
-    def detected(self, frame: Frame, result: DetectionResult) -> None:
-        self._seen = thumbnail(frame.image)
-        self._last = result.detections
-        self._last_time = frame.time
-
-    def carried(self, frame: Frame) -> DetectionResult:
-        return DetectionResult(time=frame.time, detections=self._last)
 
 
 class Encoders(Protocol):
@@ -203,26 +145,30 @@ class RoleEncoders(ABC):
             self.detector_runs += len(due)
             return self.run(Role.DETECTOR, due)
         results: dict[int, DetectionResult] = {}
-        pending: list[Frame] = []
+        pending: list[tuple[Frame, View]] = []
         reference: dict[str, Frame] = {}  # per source: the last frame sent in this batch
-        follows: list[tuple[Frame, Frame]] = []
+        follows: list[tuple[Frame, Frame, Judgement]] = []
         for frame in due:
             gate = self._detector_gate[frame.source]
-            if gate.needs(frame, encodings.get(id(frame))):
-                pending.append(frame)
+            encoding = encodings.get(id(frame))
+            judgement, seen = gate.judge(frame, encoding)
+            if judgement.detect:
+                pending.append((frame, seen))
                 reference[frame.source] = frame
-                gate.detected(frame, DetectionResult(frame.time))  # later ones judged by it
+                gate.detected(frame, seen, encoding, ())  # later ones are judged by it
             elif frame.source in reference:
-                follows.append((frame, reference[frame.source]))
+                follows.append((frame, reference[frame.source], judgement))
             else:
-                results[id(frame)] = gate.carried(frame)
+                results[id(frame)] = gate.carried(frame, judgement)
         if pending:
             self.detector_runs += len(pending)
-            for frame, result in zip(pending, self.run(Role.DETECTOR, pending), strict=True):
-                self._detector_gate[frame.source].detected(frame, result)
+            found = self.run(Role.DETECTOR, [frame for frame, _ in pending])
+            for (frame, seen), result in zip(pending, found, strict=True):
+                gate = self._detector_gate[frame.source]  # in order: the last one stays
+                gate.detected(frame, seen, encodings.get(id(frame)), result.detections)
                 results[id(frame)] = result
-        for frame, ref in follows:
-            results[id(frame)] = DetectionResult(frame.time, results[id(ref)].detections)
+        for frame, ref, judgement in follows:
+            results[id(frame)] = judgement.carry(frame.time, results[id(ref)].detections)
         return [results[id(frame)] for frame in due]
 
     def encode_audio(self, chunks: Sequence[AudioChunk]) -> list[AudioEncoding]:

@@ -1,5 +1,6 @@
-"""The detector runs only where something may be there (``encoding.DetectorGate``): never again
-on a still, empty picture, always when something appears, moves, or lives."""
+"""The detector runs only where something may be there (``operators.detector_gate``): never
+again on a still, empty picture, always when something appears, moves or comes alive; a camera
+that pans or zooms over a still scene does not count as motion, and carried boxes follow it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from scenes import camera, textured_scene, zoomed
 
 from mmlm_stream.channels import Frame
 from mmlm_stream.config import DetectorModelConfig, ModelsConfig
@@ -105,13 +107,67 @@ def test_a_still_scene_is_detected_again_every_refresh_s():
     assert fake.detected == [0.0, 10.0, 20.0]
 
 
-def test_an_animal_or_person_in_the_frame_labels_runs_the_detector_on_every_frame():
-    fake = FakeModels(models(), labels=(Label("tabby", 0.5), Label("carton", 0.2)))
-    encode_one_by_one(fake, frames([ROOM] * 4))
-    assert fake.detected == [0.0, 1.0, 2.0, 3.0]
-    unlikely = FakeModels(models(), labels=(Label("tabby", 0.1), Label("carton", 0.8)))
-    encode_one_by_one(unlikely, frames([ROOM] * 4))
+def test_an_animal_or_person_appearing_in_the_frame_labels_runs_the_detector_once():
+    fake = FakeModels(models())
+    encode_one_by_one(fake, frames([ROOM] * 2))
+    fake.labels = (Label("tabby", 0.5), Label("carton", 0.2))
+    encode_one_by_one(fake, [Frame("cam", float(t), ROOM) for t in range(2, 6)])
+    assert fake.detected == [0.0, 2.0]  # it came alive at t=2; a still cat is carried
+    unlikely = FakeModels(models())
+    encode_one_by_one(unlikely, frames([ROOM] * 2))
+    unlikely.labels = (Label("tabby", 0.1), Label("carton", 0.8))
+    encode_one_by_one(unlikely, [Frame("cam", float(t), ROOM) for t in range(2, 6)])
     assert unlikely.detected == [0.0]
+
+
+class BoxAt(FakeModels):
+    """A detector that finds one box, at a fixed place of the first frame it sees."""
+
+    def run(self, role: Role, items: Sequence[Any]) -> Any:
+        if role is Role.FRAMES:
+            return super().run(role, items)
+        self.detected += [f.time for f in items]
+        return [
+            DetectionResult(f.time, (Detection("car", 0.9, (0.5, 0.4, 0.6, 0.6)),)) for f in items
+        ]
+
+
+def test_a_slow_pan_over_a_still_scene_is_not_motion_and_the_boxes_follow_the_picture():
+    scene = textured_scene()
+    fake = BoxAt(models())
+    results = encode_one_by_one(fake, frames([camera(scene, 100 + 8 * t, 100) for t in range(6)]))
+    assert fake.detected == [0.0]  # 8 px/s: 40 px (6 %) of new picture after 5 s
+    x0, _, x1, _ = results[5].detections[0].box
+    assert x0 == pytest.approx(0.5 - 40 / 640, abs=0.01)  # moved left with the picture
+    assert x1 == pytest.approx(0.6 - 40 / 640, abs=0.01)
+
+
+def test_a_pan_that_brings_enough_new_picture_into_view_runs_the_detector():
+    scene = textured_scene()
+    fake = BoxAt(models())
+    encode_one_by_one(fake, frames([camera(scene, 100 + 30 * t, 100) for t in range(6)]))
+    assert fake.detected == [0.0, 3.0]  # 90 px (14 %) new at t=3, then measured from there
+
+
+def test_zooming_in_a_little_scales_the_boxes_and_zooming_in_more_finds_them_again():
+    scene = textured_scene()
+    widths = [640, 624, 608, 592, 576, 536]  # 1.0 .. 1.19x
+    fake = BoxAt(models())
+    results = encode_one_by_one(fake, frames([zoomed(scene, (640, 360), w) for w in widths]))
+    assert fake.detected == [0.0, 5.0]  # past MAX_ZOOM (1.15x) at 536 px
+    zoom = 640 / 576  # at t=4, about the centre
+    box = results[4].detections[0].box
+    expected = (0.5, 0.5 - 0.1 * zoom, 0.5 + 0.1 * zoom, 0.5 + 0.1 * zoom)
+    assert box == pytest.approx(expected, abs=0.01)
+
+
+def test_an_object_moving_while_the_camera_pans_is_still_motion():
+    scene = textured_scene()
+    images = [camera(scene, 100 + 8 * t, 100) for t in range(4)]
+    images[3] = with_box(300, images[3])
+    fake = BoxAt(models())
+    encode_one_by_one(fake, frames(images))
+    assert fake.detected == [0.0, 3.0]
 
 
 def test_in_one_batch_still_frames_follow_the_frame_detected_before_them():
@@ -156,7 +212,7 @@ def test_real_detector_skips_a_still_empty_room_and_finds_the_cat_that_walks_in(
     with_cat[90:240, 200:428] = cat
     encoders = LocalEncoders(default_models)
     results = encode_one_by_one(encoders, frames([ROOM] * 5 + [with_cat] * 2))
-    assert encoders.detector_runs <= 3  # the first room, the cat, and the cat again (alive)
+    assert encoders.detector_runs == 2  # the first room and the cat; the still cat is carried
     assert all(r.detections == () for r in results[:5])
     assert "cat" in [d.label for d in results[5].detections]
     assert "cat" in [d.label for d in results[6].detections]
