@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 # A jump in input timestamps larger than this is a real gap (filled with silence) rather
 # than timestamp jitter.
 GAP_TOLERANCE_S = 0.05
+# Native-rate frames whose times differ from the held ones' end by more than this start a
+# new block for the tone tracker and level meter (which restart there, as per frame).
+CONTINUITY_TOLERANCE_S = 0.02
 # Gaps up to this long are filled with silence; a longer one restarts the chunks at the new
 # time (a corrupt timestamp must not become a gap-sized allocation).
 MAX_FILL_S = 60.0
@@ -60,6 +63,10 @@ class AudioChunker:
         self._tones: list[Tone] = []
         self._meter = ShortTermMeter()
         self._levels: list[MeterStep] = []
+        self._native_held: list[np.ndarray] = []
+        self._native_len = 0
+        self._native_start = 0.0  # media time of the first held native sample
+        self._native_time: float | None = None  # the time the held block was given, if any
 
     @property
     def pending_start(self) -> float | None:
@@ -113,26 +120,54 @@ class AudioChunker:
         self._pending, self._pending_len = [], 0
         self._origin = round(time * self.sample_rate)
         self._emitted = 0
+        self._native_held, self._native_len = [], 0
         self._tracker.reset()
         self._tones = []
         self._meter.reset()
         self._levels = []
 
     def _track_tones(self, frame: av.AudioFrame, time: float | None) -> None:
-        """Native-rate mono samples of ``frame`` into the tone tracker and the level meter."""
+        """Native-rate mono samples of ``frame``, held for the tone tracker and level meter.
+
+        They are measured in blocks (``_measure_native``, before each cut), not per codec
+        frame: an AAC frame is 21 ms, and per-frame calls cost more than the measuring.
+        """
         rate = int(frame.sample_rate or 0)
         if rate <= 0 or frame.samples == 0:
             return
         if self._native is None or rate != self._native_rate:
+            self._measure_native()
             self._native = av.AudioResampler(format="flt", layout="mono", rate=rate)
             self._native_rate = rate
+        elif time is not None and self._native_held:
+            expected = self._native_start + self._native_len / rate
+            if abs(time - expected) > CONTINUITY_TOLERANCE_S:
+                self._measure_native()
         first = True
         for out in self._native.resample(frame):
             samples = out.to_ndarray().reshape(-1)
-            at = time if first else None
-            self._tones += self._tracker.push(samples, rate, at)
-            self._levels += self._meter.push(samples, rate, at)
+            if not self._native_held:
+                self._native_start = time if first and time is not None else self._native_end
+                self._native_time = time if first else None
+            self._native_held.append(samples)
+            self._native_len += samples.size
             first = False
+
+    @property
+    def _native_end(self) -> float:
+        return self._native_start + self._native_len / max(self._native_rate, 1)
+
+    def _measure_native(self) -> None:
+        """The held native-rate samples into the tone tracker and the level meter."""
+        if not self._native_held:
+            return
+        held = self._native_held
+        samples = np.concatenate(held) if len(held) > 1 else held[0]
+        at = self._native_time
+        self._native_held, self._native_len = [], 0
+        self._native_start += samples.size / max(self._native_rate, 1)
+        self._tones += self._tracker.push(samples, self._native_rate, at)
+        self._levels += self._meter.push(samples, self._native_rate, at)
 
     def _append(self, samples: np.ndarray) -> None:
         if samples.size:
@@ -142,6 +177,7 @@ class AudioChunker:
     def _cut(self, final: bool) -> list[AudioChunk]:
         if self._pending_len < self.chunk_samples and not (final and self._pending_len):
             return []
+        self._measure_native()
         buffer = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
         chunks = []
         offset = 0

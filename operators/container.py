@@ -41,6 +41,11 @@ JUMP_FORWARD_S = 30.0
 JUMP_WARNINGS = 3
 # Frame period bounds: a corrupt frame rate must not move media time by hours per frame.
 _PERIOD_S = (1e-3, 10.0)
+SKIP_MARGIN_FRAMES = 3
+"""Packets this many frame periods or less before the next sampled time, or after it, are
+decoded whole, so timestamp rounding can never make the sampler miss its frame."""
+SKIP_END_S = 1.0
+"""Frames within this of a file's known end are all decoded: its last time is the video's."""
 
 
 class ReadError(Exception):
@@ -294,6 +299,7 @@ class ContainerDecoder:
         self.reached: float | None = None
         """Latest media time of any item (subtitles too), for ``jobs.max_duration_s``."""
         self.video_end: float | None = None
+        self._skip = "DEFAULT"
         self._warnings: list[DecodeWarning] = []
         if selection.video is not None:
             video = selection.video
@@ -418,8 +424,28 @@ class ContainerDecoder:
             self._warnings.clear()
         return items
 
+    def _skip_unwanted(self, packet: av.Packet) -> None:
+        """Skip decoding frames no other frame refers to (B-frames) while the next sampled
+        time is still ahead: each would be a picture the sampler drops, and they are most of
+        a B-frame stream's frames. Reference frames are always decoded, and so is every
+        frame from just before the target on, so which frame is sampled does not change."""
+        target = self.sampler.next_target
+        skip = "DEFAULT"
+        if target is not None and packet.pts is not None and self._base is not None:
+            raw = float(packet.pts * packet.time_base) - self._base
+            at = raw + self._shift.get(packet.stream.index, 0.0) + self.offset
+            end = self.duration
+            before_end = end is None or self.live or raw < end - SKIP_END_S
+            if before_end and at < target - SKIP_MARGIN_FRAMES * self._frame_period:
+                skip = "NONREF"
+        context = packet.stream.codec_context
+        if self._skip != skip:
+            context.skip_frame = skip
+            self._skip = skip
+
     def _video(self, packet: av.Packet) -> list[ChannelItem]:
         items: list[ChannelItem] = []
+        self._skip_unwanted(packet)
         frames = packet.decode()
         if packet.size == 0 and packet.dts is None:
             self._video_done = True

@@ -36,6 +36,11 @@ class FrameSampler:
         self.fps = fps
         self._next_target: float | None = None
 
+    @property
+    def next_target(self) -> float | None:
+        """Media time the next wanted frame is at or after (None: any next frame)."""
+        return self._next_target if self.fps > 0 else None
+
     def wants(self, time: float) -> bool:
         if self.fps <= 0:
             return True

@@ -64,3 +64,26 @@ def test_restart_continues_at_a_later_time():
     later = _feed(chunker, 16000, 1.0, start=10.0)
     assert later[0].start == pytest.approx(10.0)
     assert later[0].index == 1
+
+
+def test_tones_and_levels_are_what_one_pass_over_the_whole_signal_finds():
+    """Native-rate audio is measured in blocks, not per codec frame: the chunks must carry
+    exactly the tones and levels that the tracker and meter find over the signal at once."""
+    from mmlm_stream.operators.loudness import ShortTermMeter
+    from mmlm_stream.operators.tones import ToneTracker
+
+    rate, n = 48_000, 48_000 * 3
+    t = np.arange(n) / rate
+    beeping = (np.floor(t * 4) % 2 == 0) * 0.3 * np.sin(2 * np.pi * 9_000 * t)
+    signal = (beeping + 0.01 * np.random.default_rng(0).standard_normal(n)).astype(np.float32)
+    chunker = AudioChunker("s", 1.0)
+    chunks = []
+    for i in range(0, n, 1024):
+        chunks += chunker.push(_frame(signal[i : i + 1024], rate), i / rate)
+    chunks += chunker.flush()
+    whole_tones = ToneTracker().push(signal, rate, 0.0)
+    whole_steps = ShortTermMeter().push(signal, rate, 0.0)
+    assert [tone for c in chunks for tone in c.tones] == whole_tones
+    envelope = [level for c in chunks for level in c.envelope_dbfs]
+    assert envelope == [round(step.block_dbfs, 1) for step in whole_steps]
+    assert len(whole_tones) > 20

@@ -249,3 +249,17 @@ def test_file_looped_in_real_time_acts_as_a_live_source(tmp_path: Path):
     states = [s.state.value for s in _of(items, StreamStatus)]
     assert states[0] == "connecting" and states[-1] == "ended"
     assert elapsed >= 4.0  # paced: 5 s of media cannot come out much faster than 5 s of wall time
+
+
+def test_skipping_unreferenced_frames_never_changes_which_frames_are_sampled(tmp_path: Path):
+    """B-frames far from the next sampled time are not decoded (operators/container.py);
+    the frames sampled must be exactly those a sampler picks from every decoded frame."""
+    from mmlm_stream.operators.frame_sampler import FrameSampler
+
+    path = write_video(tmp_path / "b.mkv", duration_s=6.0, fps=25, audio_tracks=0)
+    every = _of(_items(path, frame_fps=0), Frame)
+    sampler = FrameSampler(1.5)
+    expected = [(f.time, float(f.image.mean())) for f in every if sampler.wants(f.time)]
+    sampled = _of(_items(path, frame_fps=1.5), Frame)
+    assert [(f.time, float(f.image.mean())) for f in sampled] == expected
+    assert len(expected) == 9
