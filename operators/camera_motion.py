@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from mmlm_stream.threads import limit_opencv
+
+limit_opencv()  # the gate runs in every decoding process, beside the decoder's threads
+
 WIDTH = 256
 """Width of the grey image motion is estimated on: enough corners on a 640x360 scene, ~3 ms."""
 THUMBNAIL = (32, 32)

@@ -24,6 +24,7 @@ import numpy as np
 from mmlm_stream.channels import Frame
 from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.models.roles import Detection, DetectionResult, Role
+from mmlm_stream.threads import limit_opencv
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def _load(ctx: LoadContext) -> SsdMobilenetDetector:
     except ImportError:
         raise ctx.unavailable(SPEC, "opencv-python is not installed") from None
     graph, text_graph = _model_files(ctx)
+    limit_opencv()
     net = cv2.dnn.readNetFromTensorflow(str(graph), str(text_graph))
     if ctx.device.startswith("cuda") and cv2.cuda.getCudaEnabledDeviceCount() > 0:
         net.setPreferableBackend(cv2.dnn.DNN_BACKEND_CUDA)
