@@ -331,7 +331,10 @@ def measure_step(api: Api, n: int, args: argparse.Namespace, fps: float) -> Step
                 step.lags.setdefault(sid, []).append(info["stats"]["lag_s"])
         time.sleep(2)
     after = {k: v["stats"]["frames_dropped"] for k, v in _stats(api).items()}
-    step.dropped = sum(after[k] - before.get(k, 0) for k in after)
+    # A restarted analysis counts from zero again: its drops since then are all new.
+    step.dropped = sum(
+        after[k] - before.get(k, 0) if after[k] >= before.get(k, 0) else after[k] for k in after
+    )
     expected = n * fps * args.measure_s
     worst_slope, worst_lag = 0.0, 0.0
     for sid in (f"cap{i}" for i in range(n)):

@@ -300,6 +300,7 @@ class ContainerDecoder:
         """Latest media time of any item (subtitles too), for ``jobs.max_duration_s``."""
         self.video_end: float | None = None
         self._skip = "DEFAULT"
+        self._duration = self.duration
         self._warnings: list[DecodeWarning] = []
         if selection.video is not None:
             video = selection.video
@@ -434,7 +435,7 @@ class ContainerDecoder:
         if target is not None and packet.pts is not None and self._base is not None:
             raw = float(packet.pts * packet.time_base) - self._base
             at = raw + self._shift.get(packet.stream.index, 0.0) + self.offset
-            end = self.duration
+            end = self._duration
             before_end = end is None or self.live or raw < end - SKIP_END_S
             if before_end and at < target - SKIP_MARGIN_FRAMES * self._frame_period:
                 skip = "NONREF"
