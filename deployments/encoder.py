@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from mmlm_stream.batch_wait import BatchWait
 from mmlm_stream.config import ModelsConfig
 from mmlm_stream.encoding import call_role_per_request
 from mmlm_stream.memory import IdleTrimmer
@@ -44,7 +46,7 @@ SHARED_DEPLOYMENT = "Encoders"
 """The deployment hosting every encoder role the Serve config gives no deployment of its own."""
 DEFAULT_MAX_BATCH = 16
 DEFAULT_BATCH_WAIT_S = 0.05
-_BATCH_KEYS = ("max_batch_size", "batch_wait_timeout_s")
+_BATCH_KEYS = ("max_batch_size", "batch_wait_timeout_s", "busy_batch_wait_timeout_s")
 
 
 def _total(requests: list[list[Any]]) -> int:
@@ -81,6 +83,8 @@ class _RoleQueue:
         self.max_batch_size = DEFAULT_MAX_BATCH
         self.recent_batches: deque[int] = deque(maxlen=256)
         self.waiting = 0
+        self.wait = BatchWait(DEFAULT_BATCH_WAIT_S)
+        self._wait_now = DEFAULT_BATCH_WAIT_S
         self.batched: Callable[[list[Any]], Coroutine[Any, Any, Any]] = serve.batch(
             max_batch_size=DEFAULT_MAX_BATCH,
             batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S,
@@ -92,8 +96,15 @@ class _RoleQueue:
             self.max_batch_size = int(options["max_batch_size"])
             self.batched.set_max_batch_size(self.max_batch_size)  # type: ignore[attr-defined]
         if "batch_wait_timeout_s" in options:
-            wait = float(options["batch_wait_timeout_s"])
+            self.wait.quiet_s = float(options["batch_wait_timeout_s"])
+            self._set_wait(self.wait.quiet_s)
+        if "busy_batch_wait_timeout_s" in options:
+            self.wait.busy_s = float(options["busy_batch_wait_timeout_s"])
+
+    def _set_wait(self, wait: float) -> None:
+        if wait != self._wait_now:
             self.batched.set_batch_wait_timeout_s(wait)  # type: ignore[attr-defined]
+            self._wait_now = wait
 
     async def _run(self, requests: list[list[Any]]) -> list[Any]:
         self.recent_batches.append(_total(requests))
@@ -104,6 +115,7 @@ class _RoleQueue:
         """One caller's items; pieces larger than a batch are split, results concatenated."""
         size = self.max_batch_size
         pieces = [items[i : i + size] for i in range(0, len(items), size)]
+        self._set_wait(self.wait.for_call(time.monotonic()))
         self.waiting += 1
         try:
             results = await asyncio.gather(*(self.batched(piece) for piece in pieces))
