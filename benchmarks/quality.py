@@ -265,7 +265,8 @@ def cue_recall(cases: list[Case], outputs: dict[str, Output]) -> tuple[float, li
                 if overlaps(cue.start, cue.end, window["start"], window["end"]):
                     pairs += 1
                     texts = " ".join(s["text"] for s in window.get("subtitles", []))
-                    if words(cue.text) == words(texts) or set(words(cue.text)) <= set(words(texts)):
+                    said = words(MARKUP.sub("", cue.text))
+                    if said == words(texts) or set(said) <= set(words(texts)):
                         found += 1
                     else:
                         missed.append(

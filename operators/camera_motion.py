@@ -86,10 +86,11 @@ class CameraMotion:
 
 def view(image: np.ndarray) -> View:
     """The view of an RGB (or grey) frame."""
+    image = np.ascontiguousarray(image, np.uint8)
     grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     height, width = grey.shape
     size = (WIDTH, max(1, round(height * WIDTH / width)))
-    small = cv2.resize(np.ascontiguousarray(grey), size, interpolation=cv2.INTER_AREA)
+    small = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
     # One ORB per call: OpenCV's detectors are not safe to share between threads.
     orb = cv2.ORB_create(nfeatures=300, fastThreshold=10)
     keypoints, descriptors = orb.detectAndCompute(small, None)
