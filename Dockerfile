@@ -48,7 +48,7 @@ WORKDIR /home/ray
 # Load every default model once: fails the build when one is missing, and leaves the assembled
 # Whisper weights, YAMNet files and numba caches under ~/.cache for the pods. The imports catch
 # a missing dependency of the Serve application and its HTTP API.
-RUN python -c "import mmlm_stream.api, mmlm_stream.deployments.app, mmlm_stream.k8s" \
+RUN python -c "import mmlm_stream.service.api, mmlm_stream.deployments.app, mmlm_stream.deploy.k8s" \
     && mmlm-stream models verify --set default \
     && mkdir -p /home/ray/jobs
 

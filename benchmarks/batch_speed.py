@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 ASTERISK = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
-CLI = [sys.executable, "-m", "mmlm_stream.cli"]
+CLI = [sys.executable, "-m", "mmlm_stream.cli.main"]
 
 
 def _write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
@@ -93,7 +93,7 @@ def make_corpus(folder: Path) -> list[Path]:
     """The mixed input folder; returns the files written."""
     from media import write_random_bytes, write_truncated_mp4, write_video
 
-    from mmlm_stream.sample import write_sample
+    from mmlm_stream.cli.sample import write_sample
 
     folder.mkdir(parents=True, exist_ok=True)
     files = [
@@ -282,12 +282,12 @@ def plain(files: Sequence[str]) -> None:
     import av
     from faster_whisper import WhisperModel
 
-    from mmlm_stream.channels import AudioChunk, Frame
     from mmlm_stream.config import ModelsConfig
     from mmlm_stream.models import speech_faster_whisper
     from mmlm_stream.models.registry import load_encoder, resolve
-    from mmlm_stream.models.roles import Role
-    from mmlm_stream.threads import limit_threads
+    from mmlm_stream.records.channels import AudioChunk, Frame
+    from mmlm_stream.records.results import Role
+    from mmlm_stream.util.threads import limit_threads
 
     limit_threads(len(os.sched_getaffinity(0)))
     clock = time.monotonic()

@@ -47,7 +47,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import harness  # noqa: E402
 
-from mmlm_stream.threads import limit_threads  # noqa: E402
+from mmlm_stream.util.threads import limit_threads  # noqa: E402
 
 
 def _names(violations: list[str]) -> str:

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.channels import AudioChunk, Frame, SubtitleCue
+from mmlm_stream.cli.sample import write_sample
 from mmlm_stream.config import ModelsConfig
 from mmlm_stream.models.registry import load_encoder
-from mmlm_stream.models.roles import Role, SpeechInput
 from mmlm_stream.operators.decode import decode
-from mmlm_stream.sample import write_sample
+from mmlm_stream.records.channels import AudioChunk, Frame, SubtitleCue
+from mmlm_stream.records.results import Role, SpeechInput
 
 
 @dataclass

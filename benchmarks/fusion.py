@@ -16,11 +16,11 @@ import time
 
 import numpy as np
 
-from mmlm_stream.aggregate import SourceAggregator
-from mmlm_stream.channels import SubtitleCue
 from mmlm_stream.config import Config
-from mmlm_stream.evidence import Channel
-from mmlm_stream.models.roles import (
+from mmlm_stream.pipeline.aggregate import SourceAggregator
+from mmlm_stream.records.channels import SubtitleCue
+from mmlm_stream.records.evidence import Channel
+from mmlm_stream.records.results import (
     AudioEncoding,
     FrameEncoding,
     Label,

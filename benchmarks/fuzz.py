@@ -42,9 +42,9 @@ from fuzz.endless import EndlessTs  # noqa: E402
 from fuzz.worker import DecodeWorker  # noqa: E402
 from media import mpegts_bytes  # noqa: E402
 
-from mmlm_stream import describe as batch  # noqa: E402
+from mmlm_stream.cli import describe_driver as batch  # noqa: E402
 from mmlm_stream.config import Config, JobsConfig, ModelsConfig  # noqa: E402
-from mmlm_stream.threads import limit_threads  # noqa: E402
+from mmlm_stream.util.threads import limit_threads  # noqa: E402
 
 MAX_DURATION_S = 20.0
 

@@ -36,13 +36,13 @@ from pathlib import Path
 import av
 import numpy as np
 
-from mmlm_stream import describe as batch
-from mmlm_stream.api_config import ApiConfig
-from mmlm_stream.bus_config import RedisConfig
+from mmlm_stream.cli import describe_driver as batch
+from mmlm_stream.cli.sample import SampleInfo, write_sample
 from mmlm_stream.config import Config, DecodeConfig, ModelsConfig
-from mmlm_stream.records import EventRecord
-from mmlm_stream.sample import SampleInfo, write_sample
-from mmlm_stream.threads import limit_threads
+from mmlm_stream.config.api import ApiConfig
+from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.records.schema import EventRecord
+from mmlm_stream.util.threads import limit_threads
 
 
 class _SocketFile:

@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from mmlm_stream import describe as batch
-from mmlm_stream.channels import AudioChunk, Frame
+from mmlm_stream.cli import describe_driver as batch
+from mmlm_stream.cli.sample import write_sample
 from mmlm_stream.config import Config, DecodeConfig, ModelsConfig
 from mmlm_stream.models.registry import load_encoder
-from mmlm_stream.models.roles import Role, SpeechInput
 from mmlm_stream.operators.decode import decode
-from mmlm_stream.sample import write_sample
-from mmlm_stream.threads import limit_threads
+from mmlm_stream.records.channels import AudioChunk, Frame
+from mmlm_stream.records.results import Role, SpeechInput
+from mmlm_stream.util.threads import limit_threads
 
 
 def frames_of(path: Path, count: int) -> list[Frame]:

@@ -199,10 +199,10 @@ def plain_whisper(cases: list[Case]) -> tuple[dict[str, list[Said]], float]:
 
 def plain_yamnet_alarms(cases: list[Case]) -> dict[str, list[Heard]]:
     """Windows where YAMNet's max-pooled alarm-like tags reach 0.3: the plain alarm detector."""
-    from mmlm_stream.channels import AudioChunk
     from mmlm_stream.config import ModelsConfig
     from mmlm_stream.models.registry import load_encoder
-    from mmlm_stream.models.roles import Role
+    from mmlm_stream.records.channels import AudioChunk
+    from mmlm_stream.records.results import Role
 
     encoder = load_encoder(Role.AUDIO, ModelsConfig(device="cpu"))
     alarms: dict[str, list[Heard]] = {}

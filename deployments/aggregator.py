@@ -21,13 +21,13 @@ from typing import Any
 
 import ray
 
-from mmlm_stream.aggregate import Polled, SourceAggregator, WindowOutput
 from mmlm_stream.config import Config
-from mmlm_stream.errors import MmlmError
-from mmlm_stream.evidence import Channel, Evidence
-from mmlm_stream.fusion_head import load_head
+from mmlm_stream.models.fusion_head import load_head
 from mmlm_stream.operators.query import TextQueryScorer
-from mmlm_stream.records import EventRecord
+from mmlm_stream.pipeline.aggregate import Polled, SourceAggregator, WindowOutput
+from mmlm_stream.records.evidence import Channel, Evidence
+from mmlm_stream.records.schema import EventRecord
+from mmlm_stream.util.errors import MmlmError
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from mmlm_stream.config import Config, load_config
 from mmlm_stream.deployments.decoder import Decoder
 from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES, SHARED_DEPLOYMENT, RoleEncoder
 from mmlm_stream.deployments.publisher import Publisher
-from mmlm_stream.encoding import RoleEncoders
+from mmlm_stream.pipeline.encoding import RoleEncoders
 
 
 class _Roles(RoleEncoders):

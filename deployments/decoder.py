@@ -23,15 +23,15 @@ import ray
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 
-from mmlm_stream.analysis import SourceAnalysis
-from mmlm_stream.backoff import Backoff
+from mmlm_stream.bus.outbox import Outbox
 from mmlm_stream.config import Config
 from mmlm_stream.deployments.aggregator import aggregator_factory
 from mmlm_stream.deployments.delivery import Delivery
 from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES
-from mmlm_stream.encoding import ROLE_RECORD_KEY, RoleEncoders
-from mmlm_stream.errors import MmlmError
-from mmlm_stream.jobs import (
+from mmlm_stream.operators.source import resolve_source
+from mmlm_stream.pipeline.analysis import SourceAnalysis
+from mmlm_stream.pipeline.encoding import ROLE_RECORD_KEY, RoleEncoders
+from mmlm_stream.pipeline.jobs import (
     DescribeRequest,
     EventsDone,
     JobDone,
@@ -40,12 +40,12 @@ from mmlm_stream.jobs import (
     Progress,
     WindowDone,
 )
-from mmlm_stream.memory import IdleTrimmer
-from mmlm_stream.models.roles import Role
-from mmlm_stream.operators.source import resolve_source
-from mmlm_stream.outbox import Outbox
-from mmlm_stream.threads import limit_threads
-from mmlm_stream.url_policy import api_policy
+from mmlm_stream.records.results import Role
+from mmlm_stream.security.url_policy import api_policy
+from mmlm_stream.util.backoff import Backoff
+from mmlm_stream.util.errors import MmlmError
+from mmlm_stream.util.memory import IdleTrimmer
+from mmlm_stream.util.threads import limit_threads
 
 logger = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ import asyncio
 import logging
 from typing import Any
 
-from mmlm_stream.backoff import Backoff
-from mmlm_stream.channels import StreamState, StreamStatus
-from mmlm_stream.jobs import EventsDone, JobMessage, WindowDone
-from mmlm_stream.outbox import Outbox
-from mmlm_stream.records import EventRecord
-from mmlm_stream.stream_events import registry_state, status_event
+from mmlm_stream.bus.outbox import Outbox
+from mmlm_stream.pipeline.jobs import EventsDone, JobMessage, WindowDone
+from mmlm_stream.records.channels import StreamState, StreamStatus
+from mmlm_stream.records.schema import EventRecord
+from mmlm_stream.records.stream_events import registry_state, status_event
+from mmlm_stream.util.backoff import Backoff
 
 logger = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from mmlm_stream.batch_wait import BatchWait
 from mmlm_stream.config import ModelsConfig
-from mmlm_stream.encoding import call_role_per_request
-from mmlm_stream.memory import IdleTrimmer
 from mmlm_stream.models.registry import load_encoder
-from mmlm_stream.models.roles import Encoder, Role
-from mmlm_stream.threads import limit_threads
+from mmlm_stream.pipeline.batch_wait import BatchWait
+from mmlm_stream.pipeline.encoding import call_role_per_request
+from mmlm_stream.records.results import Encoder, Role
+from mmlm_stream.util.memory import IdleTrimmer
+from mmlm_stream.util.threads import limit_threads
 
 logger = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ import numpy as np
 from fastapi import FastAPI
 from ray import serve
 
-from mmlm_stream.api import create_app
-from mmlm_stream.bus import NullPublisher, Publisher, RedisPublisher
+from mmlm_stream.bus.redis_bus import NullPublisher, Publisher, RedisPublisher
 from mmlm_stream.config import Config
-from mmlm_stream.jobs import DescribeRequest, JobMessage
-from mmlm_stream.service_backend import PipelineBackend
+from mmlm_stream.pipeline.jobs import DescribeRequest, JobMessage
+from mmlm_stream.service.api import create_app
+from mmlm_stream.service.backend import PipelineBackend
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 ``deliver`` answers only once Redis has settled the records it was given (while Redis is
 away it waits), so its callers keep their records until then and hand them to the next
-replica if this one dies (``mmlm_stream.outbox``).
+replica if this one dies (``mmlm_stream.bus.outbox``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Any
 
 from ray import serve
 
-from mmlm_stream.bus import NullPublisher, RedisPublisher
-from mmlm_stream.bus import Publisher as BusPublisher
-from mmlm_stream.bus_config import RedisConfig
-from mmlm_stream.outbox import Outgoing
-from mmlm_stream.records import EventRecord, WindowRecord
+from mmlm_stream.bus.outbox import Outgoing
+from mmlm_stream.bus.redis_bus import NullPublisher, RedisPublisher
+from mmlm_stream.bus.redis_bus import Publisher as BusPublisher
+from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.records.schema import EventRecord, WindowRecord
 
 MAX_ONGOING = 64
 

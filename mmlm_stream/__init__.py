@@ -1,6 +1,6 @@
 """mmlm-stream: distributed streaming video understanding on Ray Serve."""
 
-from mmlm_stream import redaction as _redaction
+from mmlm_stream.util import redaction as _redaction
 
 __version__ = "0.1.0"
 

@@ -13,9 +13,9 @@ import logging
 import av
 import numpy as np
 
-from mmlm_stream.channels import AUDIO_SAMPLE_RATE, AudioChunk, Tone
 from mmlm_stream.operators.loudness import MeterStep, ShortTermMeter
 from mmlm_stream.operators.tones import ToneTracker
+from mmlm_stream.records.channels import AUDIO_SAMPLE_RATE, AudioChunk, Tone
 
 logger = logging.getLogger(__name__)
 

@@ -21,15 +21,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 
-from mmlm_stream.channels import AudioChunk, ChannelItem, Frame
-
-
-class FramePolicy(StrEnum):
-    DROP_OLDEST = "drop_oldest"
-    DROP_NEWEST = "drop_newest"
-    BLOCK = "block"
+from mmlm_stream.config import FramePolicy
+from mmlm_stream.records.channels import AudioChunk, ChannelItem, Frame
 
 
 @dataclass

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from mmlm_stream.threads import limit_opencv
+from mmlm_stream.util.threads import limit_opencv
 
 limit_opencv()  # the gate runs in every decoding process, beside the decoder's threads
 

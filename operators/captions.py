@@ -26,9 +26,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from mmlm_stream.evidence import FusedWindow
-from mmlm_stream.operators.describe import (
-    DescriberConfig,
+from mmlm_stream.config.describer import DescriberConfig
+from mmlm_stream.operators.sentences import (
     Facts,
     already_quoted,
     gather,
@@ -38,6 +37,7 @@ from mmlm_stream.operators.describe import (
     trim_quote,
     word_key,
 )
+from mmlm_stream.records.evidence import FusedWindow
 
 CAPTION_CPS = 20.0
 """Most characters per second of display a cue may hold."""

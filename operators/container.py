@@ -16,16 +16,16 @@ from pathlib import Path
 import av
 import av.error
 
-from mmlm_stream.channels import AudioChunk, ChannelItem, DecodeWarning, Frame, SubtitleCue
 from mmlm_stream.config import DecodeConfig
-from mmlm_stream.errors import SourceError
 from mmlm_stream.operators.audio_chunker import AudioChunker
 from mmlm_stream.operators.frame_sampler import FrameSampler, output_size, to_rgb
 from mmlm_stream.operators.guarded_io import GuardedOpener, HttpSettings, HttpStatusError
 from mmlm_stream.operators.source import SourceSpec
 from mmlm_stream.operators.subtitles import TEXT_SUBTITLE_CODECS, CueCleaner, find_sidecars
-from mmlm_stream.redaction import redact_url
-from mmlm_stream.url_policy import REFUSED, UrlRefused
+from mmlm_stream.records.channels import AudioChunk, ChannelItem, DecodeWarning, Frame, SubtitleCue
+from mmlm_stream.security.url_policy import REFUSED, UrlRefused
+from mmlm_stream.util.errors import SourceError
+from mmlm_stream.util.redaction import redact_url
 
 logger = logging.getLogger(__name__)
 

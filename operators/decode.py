@@ -17,18 +17,7 @@ from dataclasses import dataclass, replace
 
 import pysubs2
 
-from mmlm_stream.backoff import Backoff
-from mmlm_stream.channels import (
-    AudioChunk,
-    ChannelItem,
-    DecodeWarning,
-    Frame,
-    StreamState,
-    StreamStatus,
-    SubtitleCue,
-)
 from mmlm_stream.config import DecodeConfig, JobsConfig
-from mmlm_stream.errors import SourceError
 from mmlm_stream.operators.audio_chunker import AudioChunker
 from mmlm_stream.operators.container import (
     JUMP_WARNINGS,
@@ -49,6 +38,17 @@ from mmlm_stream.operators.subtitles import (
     sidecar_language,
 )
 from mmlm_stream.operators.time_order import TimeOrderer
+from mmlm_stream.records.channels import (
+    AudioChunk,
+    ChannelItem,
+    DecodeWarning,
+    Frame,
+    StreamState,
+    StreamStatus,
+    SubtitleCue,
+)
+from mmlm_stream.util.backoff import Backoff
+from mmlm_stream.util.errors import SourceError
 
 logger = logging.getLogger(__name__)
 

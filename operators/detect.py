@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.events_config import (
+from mmlm_stream.config.events import (
     ALARM_TAGS,
     AnyRule,
     ConditionRule,
@@ -55,8 +55,6 @@ from mmlm_stream.events_config import (
     SpeechRule,
     WatchQuery,
 )
-from mmlm_stream.evidence import Channel, FusedWindow
-from mmlm_stream.models.roles import Label, OcrResult, TranscriptSegment
 from mmlm_stream.operators.label_groups import SOUND_BY_KEY
 from mmlm_stream.operators.query import (
     EvidenceQueryScorer,
@@ -65,7 +63,9 @@ from mmlm_stream.operators.query import (
     imagenet_synonyms,
     label_names,
 )
-from mmlm_stream.records import EventRecord, EventType, event_id, utc_stamp
+from mmlm_stream.records.evidence import Channel, FusedWindow
+from mmlm_stream.records.results import Label, OcrResult, TranscriptSegment
+from mmlm_stream.records.schema import EventRecord, EventType, event_id, utc_stamp
 
 logger = logging.getLogger(__name__)
 

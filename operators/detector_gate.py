@@ -13,10 +13,10 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mmlm_stream.channels import Frame
-from mmlm_stream.models.roles import Detection, DetectionResult, FrameEncoding
 from mmlm_stream.operators import camera_motion
 from mmlm_stream.operators.camera_motion import CameraMotion, View
+from mmlm_stream.records.channels import Frame
+from mmlm_stream.records.results import Detection, DetectionResult, FrameEncoding
 
 CHANGED_FRACTION = 0.01
 """Changed pixels (of the 32x32 thumbnail, after camera motion) that count as motion: an

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from mmlm_stream.channels import SubtitleCue
-from mmlm_stream.evidence import Channel, FusedWindow, WindowContents
-from mmlm_stream.models.roles import (
+from mmlm_stream.operators.sounds import hear
+from mmlm_stream.records.channels import SubtitleCue
+from mmlm_stream.records.evidence import Channel, FusedWindow, WindowContents
+from mmlm_stream.records.results import (
     AudioEncoding,
     DetectionResult,
     FrameEncoding,
@@ -30,7 +31,6 @@ from mmlm_stream.models.roles import (
     TimeSpan,
     TranscriptSegment,
 )
-from mmlm_stream.operators.sounds import hear
 
 TextEmbedder = Callable[[Sequence[str]], np.ndarray]
 

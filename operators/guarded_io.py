@@ -20,8 +20,8 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from mmlm_stream.redaction import redact_url
-from mmlm_stream.url_policy import Target, UrlPolicy, UrlRefused
+from mmlm_stream.security.url_policy import Target, UrlPolicy, UrlRefused
+from mmlm_stream.util.redaction import redact_url
 
 logger = logging.getLogger(__name__)
 

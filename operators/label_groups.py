@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from mmlm_stream.models.roles import Label
+from mmlm_stream.records.results import Label
 
 Count = Literal["one", "many", "mass"]
 T = TypeVar("T")

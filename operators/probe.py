@@ -10,7 +10,6 @@ import pysubs2
 from pydantic import BaseModel, Field
 
 from mmlm_stream.config import DecodeConfig
-from mmlm_stream.errors import SourceError
 from mmlm_stream.operators.container import (
     AV_TIME_BASE,
     ReadError,
@@ -21,6 +20,7 @@ from mmlm_stream.operators.container import (
 )
 from mmlm_stream.operators.source import SourceSpec, resolve_source
 from mmlm_stream.operators.subtitles import CueCleaner, read_sidecar, sidecar_language
+from mmlm_stream.util.errors import SourceError
 
 
 class StreamInfo(BaseModel):

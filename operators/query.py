@@ -30,8 +30,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from mmlm_stream.evidence import Channel, FusedWindow
-from mmlm_stream.models.roles import FrameEncoding, Label, OcrResult, TextEncoder
+from mmlm_stream.records.evidence import Channel, FusedWindow
+from mmlm_stream.records.results import FrameEncoding, Label, OcrResult, TextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class SharedSpaceFrameEncoder(Protocol):
 def imagenet_synonyms(label: str) -> tuple[str, ...]:
     """Every ImageNet name of the class shown as ``label``; empty when unknown or not installed."""
     try:
-        from mmlm_stream.models.imagenet_labels import synonyms
+        from mmlm_stream.records.imagenet_labels import synonyms
 
         return synonyms(label)
     except (ImportError, OSError, ValueError):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mmlm_stream.url_policy import UrlPolicy
+from mmlm_stream.security.url_policy import UrlPolicy
 
 LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "udp", "tcp", "srt", "rtp"})
 NETWORK_SCHEMES = LIVE_SCHEMES | {"http", "https", "hls"}

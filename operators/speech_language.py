@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from mmlm_stream.models.roles import SpeechInput, TranscriptSegment
+from mmlm_stream.records.results import SpeechInput, TranscriptSegment
 
 REDETECT_EVERY = 20
 """A batch sent without the hint is decoded alone (1.0 s of CPU for Whisper base's 30 s

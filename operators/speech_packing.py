@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmlm_stream.models.roles import SpeechInput, TranscriptSegment, Word
+from mmlm_stream.records.results import SpeechInput, TranscriptSegment, Word
 
 logger = logging.getLogger(__name__)
 

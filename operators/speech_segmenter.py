@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mmlm_stream.channels import AudioChunk
-from mmlm_stream.models.roles import AudioEncoding, SpeechInput
+from mmlm_stream.records.channels import AudioChunk
+from mmlm_stream.records.results import AudioEncoding, SpeechInput
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pysubs2
 
-from mmlm_stream.channels import SubtitleCue
+from mmlm_stream.records.channels import SubtitleCue
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class CueCleaner:
 DESCRIPTION_TRACK_MARK = "mmlm-stream description track"
 """Text of the header line of each WebVTT description track we write (``WEBVTT - ...``)."""
 # Files written beside each description track ``<source>.srt``/``.vtt`` (same prefix, same
-# folder, same run): ``mmlm_stream.outputs.paths``; ``.partial`` while the run is going.
+# folder, same run): ``mmlm_stream.pipeline.outputs.paths``; ``.partial`` while the run is going.
 OUTPUT_SIBLINGS = (".windows.jsonl", ".windows.jsonl.partial", ".summary.json")
 
 

@@ -6,7 +6,7 @@ import heapq
 import itertools
 from collections.abc import Iterable
 
-from mmlm_stream.channels import ChannelItem
+from mmlm_stream.records.channels import ChannelItem
 
 
 class TimeOrderer:

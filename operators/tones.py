@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from mmlm_stream.channels import Tone
+from mmlm_stream.records.channels import Tone
 
 HOP_S = 0.05
 FRAME_S = 0.046

@@ -25,7 +25,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from mmlm_stream.evidence import Channel, Evidence, WindowContents, span_of
+from mmlm_stream.records.evidence import Channel, Evidence, WindowContents, span_of
 
 _EPS = 1e-9
 

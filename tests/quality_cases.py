@@ -13,7 +13,7 @@ import real_sounds
 import real_speech
 import subtitle_cases
 
-from mmlm_stream.sample import write_sample
+from mmlm_stream.cli.sample import write_sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from mmlm_stream.bus import BusKeys
-from mmlm_stream.records import EventRecord, WindowRecord, event_id, window_id
-from mmlm_stream.redis_server import redis_server_binary
+from mmlm_stream.bus.redis_bus import BusKeys
+from mmlm_stream.bus.redis_server import redis_server_binary
+from mmlm_stream.records.schema import EventRecord, WindowRecord, event_id, window_id
 
 
 def find_redis_server() -> Path:

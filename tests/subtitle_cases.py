@@ -22,14 +22,14 @@ import av
 import numpy as np
 from media import Cue, remux_with_subtitles, write_srt, write_video, write_vtt
 
-from mmlm_stream.analysis import SourceAnalysis
-from mmlm_stream.channels import AudioChunk, Frame
 from mmlm_stream.config import Config
-from mmlm_stream.encoding import FrameResults
-from mmlm_stream.evidence import Channel
-from mmlm_stream.models.roles import AudioEncoding, FrameEncoding, SpeechInput, TranscriptSegment
 from mmlm_stream.operators.source import resolve_source
-from mmlm_stream.records import WindowRecord
+from mmlm_stream.pipeline.analysis import SourceAnalysis
+from mmlm_stream.pipeline.encoding import FrameResults
+from mmlm_stream.records.channels import AudioChunk, Frame
+from mmlm_stream.records.evidence import Channel
+from mmlm_stream.records.results import AudioEncoding, FrameEncoding, SpeechInput, TranscriptSegment
+from mmlm_stream.records.schema import WindowRecord
 
 KINDS = ("mkv", "mp4", "srt", "vtt")
 """Where the cues are: embedded in MKV (SubRip) or MP4 (mov_text), or a sidecar file."""

@@ -22,13 +22,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from redis_fixtures import FAST, KEYS, RedisServer, event, free_port, redis_server  # noqa: F401
 
-from mmlm_stream.api import check_source, create_app
-from mmlm_stream.api_config import ApiConfig
-from mmlm_stream.bus import RedisPublisher
-from mmlm_stream.bus_config import RedisConfig
-from mmlm_stream.errors import ConfigError, MmlmError
-from mmlm_stream.metrics import PipelineMetrics, window_latency_s
-from mmlm_stream.service import (
+from mmlm_stream.bus.redis_bus import RedisPublisher
+from mmlm_stream.config.api import ApiConfig
+from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.service.api import check_source, create_app
+from mmlm_stream.service.metrics import PipelineMetrics, window_latency_s
+from mmlm_stream.service.protocol import (
     Conflict,
     JobInfo,
     JobInput,
@@ -39,6 +38,7 @@ from mmlm_stream.service import (
     StreamInfo,
     StreamSpec,
 )
+from mmlm_stream.util.errors import ConfigError, MmlmError
 
 TOKEN = "s3cret-token"
 

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import real_speech
 
-from mmlm_stream.channels import AudioChunk
 from mmlm_stream.config import AudioModelConfig, ModelsConfig
 from mmlm_stream.models import audio_yamnet
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder, resolve
-from mmlm_stream.models.roles import AudioEncoder, AudioEncoding, Role
 from mmlm_stream.operators import logmel
 from mmlm_stream.operators.loudness import SILENCE_FLOOR_DBFS, clean
+from mmlm_stream.records.channels import AudioChunk
+from mmlm_stream.records.results import AudioEncoder, AudioEncoding, Role
 
 SR = 16_000
 BEEP_LIKE = {

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from mmlm_stream import cli
-from mmlm_stream import describe as batch
-from mmlm_stream.api import create_app
-from mmlm_stream.api_config import ApiConfig, is_loopback
+from mmlm_stream.cli import describe_driver as batch
+from mmlm_stream.cli import main as cli
+from mmlm_stream.config.api import ApiConfig, is_loopback
 from mmlm_stream.deployments.app import app_config
-from mmlm_stream.errors import ConfigError
-from mmlm_stream.host_header import host_name
+from mmlm_stream.security.host_header import host_name
+from mmlm_stream.service.api import create_app
+from mmlm_stream.util.errors import ConfigError
 
 TOKEN = "t0ken-for-tests"
 

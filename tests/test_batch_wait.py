@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mmlm_stream.batch_wait import BatchWait
+from mmlm_stream.pipeline.batch_wait import BatchWait
 
 
 def test_a_lone_caller_waits_only_the_quiet_wait():

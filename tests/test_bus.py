@@ -22,11 +22,11 @@ from redis_fixtures import (  # noqa: F401
     window,
 )
 
-from mmlm_stream.bus import RedisPublisher, republish
-from mmlm_stream.bus_config import RedisConfig
-from mmlm_stream.channels import StreamState, StreamStatus
-from mmlm_stream.records import window_id
-from mmlm_stream.redis_server import RedisUnavailable, redis_server_binary
+from mmlm_stream.bus.redis_bus import RedisPublisher, republish
+from mmlm_stream.bus.redis_server import RedisUnavailable, redis_server_binary
+from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.records.channels import StreamState, StreamStatus
+from mmlm_stream.records.schema import window_id
 
 pytestmark = pytest.mark.redis
 
@@ -208,7 +208,7 @@ def test_records_published_across_a_server_restart_arrive_exactly_once(
         publisher.publish_window(window(i * 2.0))
     assert publisher.flush(5)
     server.stop()
-    with caplog.at_level(logging.WARNING, logger="mmlm_stream.bus"):
+    with caplog.at_level(logging.WARNING, logger="mmlm_stream.bus.redis_bus"):
         for i in range(10, 20):
             publisher.publish_window(window(i * 2.0))
             publisher.publish_event(event(i * 2.0))
@@ -222,7 +222,7 @@ def test_records_published_across_a_server_restart_arrive_exactly_once(
     assert ids == [window_id("clip.mkv", i * 2.0) for i in range(20)]
     assert len(entries(client, KEYS.events())) == 10
     assert publisher.published == 30 and publisher.duplicates == 0 and publisher.outages == 1
-    lines = [r for r in caplog.records if r.name == "mmlm_stream.bus"]
+    lines = [r for r in caplog.records if r.name == "mmlm_stream.bus.redis_bus"]
     assert len(lines) == 2  # one line when it went away, one when it came back
     assert "connection refused" in lines[0].getMessage() and not lines[0].exc_info
     client.close()
@@ -414,7 +414,7 @@ def test_a_full_redis_holds_the_records_says_so_once_and_delivers_them_when_ther
     caplog.clear()
 
     publisher = RedisPublisher(server.url, RedisConfig(buffer_size=300, **FAST))
-    with caplog.at_level(logging.WARNING, logger="mmlm_stream.bus"):
+    with caplog.at_level(logging.WARNING, logger="mmlm_stream.bus.redis_bus"):
         for i in range(400):  # more than the buffer holds
             publisher.publish_window(window(i * 2.0))
         last = max(publisher.publish_event(event(i * 2.0)) for i in range(10))
@@ -437,7 +437,7 @@ def test_a_full_redis_holds_the_records_says_so_once_and_delivers_them_when_ther
     kept = [w["window_id"] for w in entries(client, KEYS.windows("clip.mkv"))]
     # 110 dropped: the oldest waiting ones (a batch already in flight is kept)
     assert len(kept) == 290 and kept[-1] == window_id("clip.mkv", 399 * 2.0)
-    lines = [r.getMessage() for r in caplog.records if r.name == "mmlm_stream.bus"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "mmlm_stream.bus.redis_bus"]
     [full] = [line for line in lines if "out of memory" in line]
     assert "(maxmemory 1.00M, used" in full and "policy noeviction" in full
     assert "windows are dropped beyond buffer_size (300)" in full

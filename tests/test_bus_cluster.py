@@ -18,10 +18,10 @@ from redis_fixtures import (  # noqa: F401
     window,
 )
 
-from mmlm_stream.bus import BusKeys, RedisPublisher
-from mmlm_stream.bus_config import RedisConfig
-from mmlm_stream.client import Subscriber
-from mmlm_stream.records import EventRecord
+from mmlm_stream.bus.client import Subscriber
+from mmlm_stream.bus.redis_bus import BusKeys, RedisPublisher
+from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.records.schema import EventRecord
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

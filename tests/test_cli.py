@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from media import Cue, write_random_bytes, write_srt, write_video
 
-from mmlm_stream.channels import SubtitleCue
-from mmlm_stream.cli import main
+from mmlm_stream.cli.main import main
+from mmlm_stream.cli.sample import write_sample
 from mmlm_stream.operators.decode import decode
-from mmlm_stream.sample import write_sample
+from mmlm_stream.records.channels import SubtitleCue
 
 
 @pytest.fixture(scope="module")

@@ -25,18 +25,18 @@ from redis_fixtures import (  # noqa: F401
     window,
 )
 
-from mmlm_stream.bus import RedisPublisher
-from mmlm_stream.bus_config import RedisConfig
-from mmlm_stream.client import Subscriber, format_event, run_subscribe
-from mmlm_stream.errors import ConfigError
-from mmlm_stream.records import EventRecord
-from mmlm_stream.redis_server import (
+from mmlm_stream.bus.client import Subscriber, format_event, run_subscribe
+from mmlm_stream.bus.redis_bus import RedisPublisher
+from mmlm_stream.bus.redis_server import (
     STATE_FILE,
     RedisUnavailable,
     client_for,
     connect,
     ensure_embedded,
 )
+from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.records.schema import EventRecord
+from mmlm_stream.util.errors import ConfigError
 
 pytestmark = pytest.mark.redis
 
@@ -488,7 +488,7 @@ def test_rediss_url_configures_tls(tmp_path: Path) -> None:
 
 @pytest.mark.redis
 def test_cli_subscribe_prints_published_events(redis_server, capsys, monkeypatch):  # noqa: F811
-    from mmlm_stream.cli import main
+    from mmlm_stream.cli.main import main
 
     record = EventRecord(
         id="cam:speech:1",
@@ -517,7 +517,7 @@ def test_cli_subscribe_type_takes_a_list_and_prints_unknown_types_too(
     capsys,
     monkeypatch,
 ):
-    from mmlm_stream.cli import main
+    from mmlm_stream.cli.main import main
 
     client = redis_server.client()
     add_raw(client, {"json": newer(event(1.0), type="gesture")}, {"json": event(2.0).to_json()})

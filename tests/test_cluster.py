@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from redis_fixtures import RedisServer, free_port
 
-from mmlm_stream.outputs import read_windows
-from mmlm_stream.sample import write_sample
+from mmlm_stream.cli.sample import write_sample
+from mmlm_stream.pipeline.outputs import read_windows
 
 pytestmark = [pytest.mark.cluster, pytest.mark.ray, pytest.mark.models, pytest.mark.slow]
 

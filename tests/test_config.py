@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from mmlm_stream.api_config import ApiConfig
 from mmlm_stream.config import load_config
-from mmlm_stream.errors import ConfigError
+from mmlm_stream.config.api import ApiConfig
+from mmlm_stream.util.errors import ConfigError
 
 
 def test_defaults_need_no_file():
@@ -41,11 +41,11 @@ def test_bad_yaml_and_missing_file_are_one_line_errors(tmp_path: Path):
 
 
 def test_readme_documents_every_config_key():
-    from mmlm_stream.config_reference import rows
+    from mmlm_stream.config.reference import rows
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [key for key, _, _ in rows() if f"`{key}`" not in readme]
-    assert not missing, f"README lacks: {missing} (python -m mmlm_stream.config_reference)"
+    assert not missing, f"README lacks: {missing} (python -m mmlm_stream.config.reference)"
 
 
 @pytest.mark.parametrize("value", ['""', '"   "', '"null"', '"~"'])

@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 from media import Cue
 from subtitle_cases import KINDS, cue_recall, windows_of, write_cue_case
 
-from mmlm_stream.channels import DecodeWarning, SubtitleCue
 from mmlm_stream.config import Config, DecodeConfig
 from mmlm_stream.operators.container import read_embedded_cues
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.operators.probe import probe
 from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.operators.subtitles import CueCleaner
+from mmlm_stream.records.channels import DecodeWarning, SubtitleCue
 
 DURATION_S = 6.0
 TENTHS = st.integers(0, round((DURATION_S + 2.0) * 10))  # to 2 s past the last frame

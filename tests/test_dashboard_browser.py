@@ -27,10 +27,10 @@ from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from mmlm_stream import describe as batch
-from mmlm_stream.api_config import ApiConfig
-from mmlm_stream.bus_config import RedisConfig
+from mmlm_stream.cli import describe_driver as batch
 from mmlm_stream.config import Config, DecodeConfig, ModelsConfig, WindowConfig
+from mmlm_stream.config.api import ApiConfig
+from mmlm_stream.config.bus import RedisConfig
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")  # Debian's chromium-driver, same version

@@ -25,10 +25,10 @@ from media import (
     write_zero_byte,
 )
 
-from mmlm_stream.channels import AudioChunk, DecodeWarning, Frame, StreamStatus, SubtitleCue
 from mmlm_stream.config import DecodeConfig
-from mmlm_stream.errors import SourceError
 from mmlm_stream.operators.decode import decode
+from mmlm_stream.records.channels import AudioChunk, DecodeWarning, Frame, StreamStatus, SubtitleCue
+from mmlm_stream.util.errors import SourceError
 
 CUES = [
     Cue(0.5, 1.75, "Hello <i>world</i>"),

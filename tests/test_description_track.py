@@ -16,15 +16,20 @@ import pysubs2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from in_process import describe_source
 from media import Cue, write_video
 from subtitle_cases import NullEncoders, caption_cps_p95, caption_rates
 from test_describe import CAT, _windows, labels, window
 
-from mmlm_stream.batch import describe_source
-from mmlm_stream.channels import AudioChunk, Frame, SubtitleCue
+from mmlm_stream.cli.sample import write_sample
 from mmlm_stream.config import Config
-from mmlm_stream.encoding import FrameResults
-from mmlm_stream.models.roles import (
+from mmlm_stream.operators.captions import CAPTION_CPS, Captioner, centre_hop, fit_text
+from mmlm_stream.operators.sentences import Describer
+from mmlm_stream.operators.source import resolve_source
+from mmlm_stream.pipeline.encoding import FrameResults
+from mmlm_stream.pipeline.outputs import read_windows
+from mmlm_stream.records.channels import AudioChunk, Frame, SubtitleCue
+from mmlm_stream.records.results import (
     AudioEncoding,
     FrameEncoding,
     Label,
@@ -32,11 +37,6 @@ from mmlm_stream.models.roles import (
     TimeSpan,
     TranscriptSegment,
 )
-from mmlm_stream.operators.captions import CAPTION_CPS, Captioner, centre_hop, fit_text
-from mmlm_stream.operators.describe import Describer
-from mmlm_stream.operators.source import resolve_source
-from mmlm_stream.outputs import read_windows
-from mmlm_stream.sample import write_sample
 
 # What each photo of the bundled sample looks like to an ImageNet model (tests/../ENVIRONMENT).
 PHOTO_LABELS = {

@@ -14,8 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from mmlm_stream.channels import SubtitleCue
-from mmlm_stream.events_config import (
+from mmlm_stream.config.events import (
     EXAMPLE_YAML,
     EventsConfig,
     KeywordRule,
@@ -26,8 +25,10 @@ from mmlm_stream.events_config import (
     WatchQuery,
     default_rules,
 )
-from mmlm_stream.evidence import Channel, FusedWindow, WindowContents
-from mmlm_stream.models.roles import (
+from mmlm_stream.operators.detect import EventEngine
+from mmlm_stream.records.channels import SubtitleCue
+from mmlm_stream.records.evidence import Channel, FusedWindow, WindowContents
+from mmlm_stream.records.results import (
     Label,
     OcrResult,
     OcrText,
@@ -35,8 +36,7 @@ from mmlm_stream.models.roles import (
     TranscriptSegment,
     Word,
 )
-from mmlm_stream.operators.detect import EventEngine
-from mmlm_stream.records import EventRecord, event_id
+from mmlm_stream.records.schema import EventRecord, event_id
 
 SYNONYMS = {
     "tabby": ("tabby", "tabby cat"),

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmlm_stream.channels import Frame
 from mmlm_stream.config import DetectorModelConfig, ModelsConfig
 from mmlm_stream.models.detector_hf import build_tiny
 from mmlm_stream.models.detector_ssd_mobilenet import COCO_LABELS, SsdMobilenetDetector
 from mmlm_stream.models.registry import MODEL_SETS, ModelUnavailable, load_encoder
-from mmlm_stream.models.roles import Detection, DetectionResult, ObjectDetector, Role
+from mmlm_stream.records.channels import Frame
+from mmlm_stream.records.results import Detection, DetectionResult, ObjectDetector, Role
 
 
 def frame(image: np.ndarray, time: float = 0.0) -> Frame:

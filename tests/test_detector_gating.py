@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 from scenes import camera, textured_scene, zoomed
 
-from mmlm_stream.channels import Frame
 from mmlm_stream.config import DetectorModelConfig, ModelsConfig
-from mmlm_stream.encoding import LocalEncoders, RoleEncoders
-from mmlm_stream.models.roles import Detection, DetectionResult, FrameEncoding, Label, Role
+from mmlm_stream.pipeline.encoding import LocalEncoders, RoleEncoders
+from mmlm_stream.records.channels import Frame
+from mmlm_stream.records.results import Detection, DetectionResult, FrameEncoding, Label, Role
 
 ROOM = np.full((256, 455, 3), 90, np.uint8)
 ROOM[:, :200] = 140  # a wall and a floor: still, and with nothing in it

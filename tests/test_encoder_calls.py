@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mmlm_stream.encoding import call_role_per_request
-from mmlm_stream.models.roles import Role, SpeechInput, TranscriptSegment
+from mmlm_stream.pipeline.encoding import call_role_per_request
+from mmlm_stream.records.results import Role, SpeechInput, TranscriptSegment
 
 
 class SentenceCounter:

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmlm_stream.channels import Frame
 from mmlm_stream.config import FramesModelConfig, ModelsConfig, TextModelConfig
 from mmlm_stream.models import clip_common
 from mmlm_stream.models.frames_efficientnet import rgb_image
-from mmlm_stream.models.imagenet_labels import imagenet_classes, synonyms
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder, spec_for
-from mmlm_stream.models.roles import FrameEncoder, Role
+from mmlm_stream.records.channels import Frame
+from mmlm_stream.records.imagenet_labels import imagenet_classes, synonyms
+from mmlm_stream.records.results import FrameEncoder, Role
 
 CAT_NAMES = {"tabby", "tiger cat", "egyptian cat", "persian cat", "siamese cat", "lynx"}
 COFFEE_NAMES = {"espresso", "cup", "coffee mug", "coffeepot"}

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmlm_stream.channels import SubtitleCue
-from mmlm_stream.evidence import Channel, WindowContents
-from mmlm_stream.models.roles import (
+from mmlm_stream.operators.fuse import Fuser, FuseSettings
+from mmlm_stream.operators.window import Windower
+from mmlm_stream.records.channels import SubtitleCue
+from mmlm_stream.records.evidence import Channel, WindowContents
+from mmlm_stream.records.results import (
     AudioEncoding,
     FrameEncoding,
     Label,
@@ -17,8 +19,6 @@ from mmlm_stream.models.roles import (
     TranscriptSegment,
     Word,
 )
-from mmlm_stream.operators.fuse import Fuser, FuseSettings
-from mmlm_stream.operators.window import Windower
 
 
 def vec(*values: float) -> np.ndarray:

@@ -14,9 +14,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from mmlm_stream import fusion_head as fh
-from mmlm_stream.errors import ConfigError
-from mmlm_stream.evidence import FusedWindow, WindowContents
+from mmlm_stream.config.fusion import FusionConfig
+from mmlm_stream.models import fusion_head as fh
+from mmlm_stream.records.evidence import FusedWindow, WindowContents
+from mmlm_stream.util.errors import ConfigError
 
 DIMS = {"frames": 64, "audio": 32, "text": 16}
 CLASSES = ("delivery", "empty", "forklift", "meeting")
@@ -412,15 +413,15 @@ def test_train_fusion_names_a_missing_video_or_a_single_class_before_any_work(
 
 
 def test_fusion_config_has_defaults_and_forbids_unknown_keys() -> None:
-    config = fh.FusionConfig()
+    config = FusionConfig()
     assert (config.head, config.min_score, config.top_k) == (None, 0.5, 3)
-    assert fh.FusionConfig(head="h.safetensors").head == Path("h.safetensors")
+    assert FusionConfig(head="h.safetensors").head == Path("h.safetensors")
     with pytest.raises(ValidationError):
-        fh.FusionConfig(threshold=0.3)
+        FusionConfig(threshold=0.3)
     with pytest.raises(ValidationError):
-        fh.FusionConfig(min_score=1.5)
+        FusionConfig(min_score=1.5)
 
 
 def test_importing_the_module_does_not_import_torch() -> None:
-    code = "import sys, mmlm_stream.fusion_head; sys.exit('torch' in sys.modules)"
+    code = "import sys, mmlm_stream.models.fusion_head; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -21,15 +21,15 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from ray.serve.schema import ServeDeploySchema
 
-from mmlm_stream import k8s
-from mmlm_stream.api import create_app
-from mmlm_stream.errors import ConfigError
+from mmlm_stream.deploy import k8s
+from mmlm_stream.service.api import create_app
+from mmlm_stream.util.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 GPU_YAML = ROOT / "deployments" / "gpu.yaml"
 EXAMPLES = ROOT / "deployments" / "examples"
-REGENERATE = "regenerate with `.venv/bin/python -m mmlm_stream.k8s` from the repository root"
+REGENERATE = "regenerate with `.venv/bin/python -m mmlm_stream.deploy.k8s` from the repository root"
 
 
 def _load_all(path: Path) -> list[dict[str, Any]]:
@@ -533,7 +533,7 @@ def test_cluster_shape_bounds_can_be_raised_but_not_below_the_minimum():
 
 
 def _has_k8s_command() -> bool:
-    from mmlm_stream.cli import build_parser
+    from mmlm_stream.cli.main import build_parser
 
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
@@ -542,7 +542,7 @@ def _has_k8s_command() -> bool:
 
 @pytest.mark.skipif(not _has_k8s_command(), reason="`mmlm-stream k8s` is not wired into cli.py")
 def test_cli_render_writes_what_render_yaml_gives(tmp_path: Path, capsys):
-    from mmlm_stream.cli import main
+    from mmlm_stream.cli.main import main
 
     out = tmp_path / "rayservice.yaml"
     assert main(["k8s", "render", "--serve-config", str(GPU_YAML), "--out", str(out)]) == 0

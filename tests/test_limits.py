@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from test_api import make_client
 
-from mmlm_stream.api_config import ApiConfig
-from mmlm_stream.bus import NullPublisher
+from mmlm_stream.bus.redis_bus import NullPublisher
 from mmlm_stream.config import Config
-from mmlm_stream.jobs import DescribeRequest, JobMessage
-from mmlm_stream.service import JobRequest, StreamSpec, TooMany
-from mmlm_stream.service_backend import PipelineBackend
+from mmlm_stream.config.api import ApiConfig
+from mmlm_stream.pipeline.jobs import DescribeRequest, JobMessage
+from mmlm_stream.service.backend import PipelineBackend
+from mmlm_stream.service.protocol import JobRequest, StreamSpec, TooMany
 
 
 async def _never(request: DescribeRequest) -> AsyncIterator[JobMessage]:

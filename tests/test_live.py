@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterator
 import pytest
 from media import TcpTsServer, mpegts_bytes, write_video
 
-from mmlm_stream.channels import AudioChunk, ChannelItem, Frame, StreamState, StreamStatus
 from mmlm_stream.config import DecodeConfig, ReconnectConfig
-from mmlm_stream.errors import SourceError
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.operators.probe import probe
+from mmlm_stream.records.channels import AudioChunk, ChannelItem, Frame, StreamState, StreamStatus
+from mmlm_stream.util.errors import SourceError
 
 pytestmark = pytest.mark.live
 

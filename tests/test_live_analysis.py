@@ -10,15 +10,22 @@ from dataclasses import replace
 import pytest
 from media import TcpTsServer, mpegts_bytes
 
-from mmlm_stream.aggregate import WindowOutput
-from mmlm_stream.analysis import SourceAnalysis
-from mmlm_stream.channels import AudioChunk, Frame
-from mmlm_stream.config import Config, DecodeConfig, LiveConfig, ModelsConfig, WindowConfig
-from mmlm_stream.encoding import FrameResults, LocalEncoders
-from mmlm_stream.models.roles import AudioEncoding, SpeechInput, TimeSpan, TranscriptSegment
-from mmlm_stream.operators.backpressure import FramePolicy, LiveQueue
+from mmlm_stream.config import (
+    Config,
+    DecodeConfig,
+    FramePolicy,
+    LiveConfig,
+    ModelsConfig,
+    WindowConfig,
+)
+from mmlm_stream.operators.backpressure import LiveQueue
 from mmlm_stream.operators.source import resolve_source
-from mmlm_stream.records import EventRecord
+from mmlm_stream.pipeline.aggregate import WindowOutput
+from mmlm_stream.pipeline.analysis import SourceAnalysis
+from mmlm_stream.pipeline.encoding import FrameResults, LocalEncoders
+from mmlm_stream.records.channels import AudioChunk, Frame
+from mmlm_stream.records.results import AudioEncoding, SpeechInput, TimeSpan, TranscriptSegment
+from mmlm_stream.records.schema import EventRecord
 
 pytestmark = [pytest.mark.live, pytest.mark.models, pytest.mark.slow]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mmlm_stream.channels import StreamState, StreamStatus
-from mmlm_stream.live_clock import LiveClock
+from mmlm_stream.pipeline.live_clock import LiveClock
+from mmlm_stream.records.channels import StreamState, StreamStatus
 
 
 class Clock:

@@ -20,18 +20,18 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress
 
-from mmlm_stream.channels import AudioChunk, DecodeWarning, Frame, StreamStatus, SubtitleCue
+from mmlm_stream.cli.describe_driver import MediaSeconds, describe
 from mmlm_stream.config import Config, DecodeConfig, JobsConfig, load_config
-from mmlm_stream.describe import MediaSeconds, describe
-from mmlm_stream.errors import SourceError
-from mmlm_stream.evidence import Channel
-from mmlm_stream.models.roles import AudioEncoding, FrameEncoding
 from mmlm_stream.operators.audio_chunker import AudioChunker
 from mmlm_stream.operators.container import ContainerDecoder, ReadError, select_streams
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.operators.frame_sampler import FrameSampler
 from mmlm_stream.operators.subtitles import CueCleaner, clean_cue_text, read_sidecar
 from mmlm_stream.operators.window import Windower
+from mmlm_stream.records.channels import AudioChunk, DecodeWarning, Frame, StreamStatus, SubtitleCue
+from mmlm_stream.records.evidence import Channel
+from mmlm_stream.records.results import AudioEncoding, FrameEncoding
+from mmlm_stream.util.errors import SourceError
 
 EMB = np.zeros(2, np.float32)
 

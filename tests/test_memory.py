@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from mmlm_stream.memory import IdleTrimmer
+from mmlm_stream.util.memory import IdleTrimmer
 
 
 def test_nothing_is_trimmed_before_any_work():
@@ -60,7 +60,7 @@ def test_memory_freed_by_a_worker_thread_returns_to_the_system():
     script = textwrap.dedent(
         """
         import threading
-        from mmlm_stream.memory import release_free_memory
+        from mmlm_stream.util.memory import release_free_memory
 
         def rss():
             status = open("/proc/self/status").read()

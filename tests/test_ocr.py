@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from mmlm_stream.channels import Frame
 from mmlm_stream.config import ModelsConfig
 from mmlm_stream.models.ocr_rapidocr import MIN_SHORT_SIDE, RapidOcrReader
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder, resolve
-from mmlm_stream.models.roles import OcrReader, OcrResult, Role
+from mmlm_stream.records.channels import Frame
+from mmlm_stream.records.results import OcrReader, OcrResult, Role
 
 WIDTH, HEIGHT = 455, 256  # a 16:9 frame at the decoder's default short side
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis_fixtures import event, window
 
-from mmlm_stream.outbox import Outbox
+from mmlm_stream.bus.outbox import Outbox
 
 
 def test_a_failed_delivery_keeps_the_batch_first_in_line():

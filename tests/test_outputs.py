@@ -9,18 +9,18 @@ import numpy as np
 import pysubs2
 import webvtt
 
-from mmlm_stream.aggregate import SourceAggregator
-from mmlm_stream.channels import SubtitleCue
 from mmlm_stream.config import Config
-from mmlm_stream.evidence import Channel
-from mmlm_stream.models.roles import (
+from mmlm_stream.pipeline.aggregate import SourceAggregator
+from mmlm_stream.pipeline.outputs import SourceOutputs, is_done, read_windows, write_error
+from mmlm_stream.records.channels import SubtitleCue
+from mmlm_stream.records.evidence import Channel
+from mmlm_stream.records.results import (
     AudioEncoding,
     FrameEncoding,
     Label,
     TimeSpan,
     TranscriptSegment,
 )
-from mmlm_stream.outputs import SourceOutputs, is_done, read_windows, write_error
 
 CHANNELS = frozenset({Channel.FRAMES, Channel.AUDIO, Channel.SPEECH, Channel.SUBTITLES})
 
@@ -99,7 +99,7 @@ def test_a_failed_input_leaves_an_error_file_and_is_not_done(tmp_path: Path):
 
 
 def test_live_speech_event_goes_out_before_the_transcript_completes_its_window():
-    from mmlm_stream.events_config import EventsConfig, KeywordRule, SpeechRule
+    from mmlm_stream.config.events import EventsConfig, KeywordRule, SpeechRule
 
     events = EventsConfig(
         rules=[SpeechRule(name="speech"), KeywordRule(name="pkg", words=["package"])]

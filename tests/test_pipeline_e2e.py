@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pysubs2
 import pytest
+from in_process import describe_source
 from subtitle_cases import caption_cps_p95
 
-from mmlm_stream.batch import describe_source
+from mmlm_stream.cli.sample import write_sample
 from mmlm_stream.config import Config, ModelsConfig
-from mmlm_stream.encoding import LocalEncoders
 from mmlm_stream.operators.source import resolve_source
-from mmlm_stream.outputs import read_windows
-from mmlm_stream.sample import write_sample
+from mmlm_stream.pipeline.encoding import LocalEncoders
+from mmlm_stream.pipeline.outputs import read_windows
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 

@@ -9,12 +9,12 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from mmlm_stream.channels import SubtitleCue
-from mmlm_stream.events_config import EventsConfig, WatchQuery
-from mmlm_stream.evidence import Channel, FusedWindow, WindowContents
-from mmlm_stream.models.roles import FrameEncoding, Label, OcrResult, OcrText, TranscriptSegment
+from mmlm_stream.config.events import EventsConfig, WatchQuery
 from mmlm_stream.operators.detect import EventEngine
 from mmlm_stream.operators.query import QueryMatch, TextQueryScorer, label_names, text_match
+from mmlm_stream.records.channels import SubtitleCue
+from mmlm_stream.records.evidence import Channel, FusedWindow, WindowContents
+from mmlm_stream.records.results import FrameEncoding, Label, OcrResult, OcrText, TranscriptSegment
 
 DIM = 256
 

@@ -14,15 +14,15 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 from redis_fixtures import RedisServer
 
-from mmlm_stream import describe as batch
-from mmlm_stream.bus_config import RedisConfig
-from mmlm_stream.client import Subscriber
+from mmlm_stream.bus.client import Subscriber
+from mmlm_stream.cli import describe_driver as batch
+from mmlm_stream.cli.sample import write_sample
 from mmlm_stream.config import Config, ModelsConfig
+from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.deploy.serve_config import default_serve_config
 from mmlm_stream.deployments.app import _Roles, bind_encoders
 from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES, SHARED_DEPLOYMENT
-from mmlm_stream.outputs import read_windows
-from mmlm_stream.sample import write_sample
-from mmlm_stream.serve_config import default_serve_config
+from mmlm_stream.pipeline.outputs import read_windows
 
 DEPLOYMENTS = Path(__file__).resolve().parent.parent / "deployments"
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import real_speech
+from in_process import describe_source
 
-from mmlm_stream.batch import describe_source
 from mmlm_stream.config import Config, ModelsConfig
-from mmlm_stream.encoding import LocalEncoders
 from mmlm_stream.models.speech_faster_whisper import assemble_whisper_base
 from mmlm_stream.operators.source import resolve_source
-from mmlm_stream.outputs import read_windows
+from mmlm_stream.pipeline.encoding import LocalEncoders
+from mmlm_stream.pipeline.outputs import read_windows
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 from redis_fixtures import event, window
 
-from mmlm_stream.records import EventRecord, LabelScore, UnreadableRecord, WindowRecord
+from mmlm_stream.records.schema import EventRecord, LabelScore, UnreadableRecord, WindowRecord
 
 
 def newer(record: EventRecord | WindowRecord, **changes: object) -> str:

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from mmlm_stream.errors import SourceError
-from mmlm_stream.outputs import ErrorRecord
-from mmlm_stream.redaction import redact_text, redact_url
+from mmlm_stream.pipeline.outputs import ErrorRecord
+from mmlm_stream.util.errors import SourceError
+from mmlm_stream.util.redaction import redact_text, redact_url
 
 
 @pytest.mark.parametrize(

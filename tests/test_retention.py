@@ -19,9 +19,9 @@ import pytest
 import redis
 from redis_fixtures import FAST, KEYS, RedisServer, redis_server  # noqa: F401
 
-from mmlm_stream.bus import RedisPublisher
-from mmlm_stream.bus_config import RedisConfig
-from mmlm_stream.records import (
+from mmlm_stream.bus.redis_bus import RedisPublisher
+from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.records.schema import (
     EventRecord,
     LabelScore,
     Speech,
@@ -85,7 +85,7 @@ def test_the_sweep_survives_an_outage_and_trims_once_redis_is_back(
 ) -> None:
     redis_server.stop()
     config = RedisConfig(retention_s=3600, retention_sweep_s=0.1, **FAST)
-    with caplog.at_level(logging.WARNING, logger="mmlm_stream.bus"):
+    with caplog.at_level(logging.WARNING, logger="mmlm_stream.bus.redis_bus"):
         publisher = RedisPublisher(redis_server.url, config)
         time.sleep(0.5)  # several failed sweeps
         redis_server.start()

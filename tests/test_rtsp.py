@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 from redis_fixtures import RedisServer, free_port
 
-from mmlm_stream.api_config import ApiConfig
-from mmlm_stream.channels import AudioChunk, ChannelItem, Frame, StreamState, StreamStatus
-from mmlm_stream.cli import main
+from mmlm_stream.cli.main import main
 from mmlm_stream.config import DecodeConfig
+from mmlm_stream.config.api import ApiConfig
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.operators.source import resolve_source
-from mmlm_stream.url_policy import REFUSED, api_policy
+from mmlm_stream.records.channels import AudioChunk, ChannelItem, Frame, StreamState, StreamStatus
+from mmlm_stream.security.url_policy import REFUSED, api_policy
 
 pytestmark = pytest.mark.live
 

@@ -15,10 +15,10 @@ from ray import serve
 from redis_fixtures import RedisServer, free_port
 from test_ssrf import _Server
 
-from mmlm_stream import describe as batch
-from mmlm_stream.api_config import ApiConfig
-from mmlm_stream.bus_config import RedisConfig
+from mmlm_stream.cli import describe_driver as batch
 from mmlm_stream.config import Config, DecodeConfig, WindowConfig
+from mmlm_stream.config.api import ApiConfig
+from mmlm_stream.config.bus import RedisConfig
 
 pytestmark = [pytest.mark.ray, pytest.mark.redis, pytest.mark.live, pytest.mark.slow]
 

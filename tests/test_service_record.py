@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from redis_fixtures import free_port
 
-from mmlm_stream import describe as batch
-from mmlm_stream import service_record
+from mmlm_stream.cli import describe_driver as batch
 from mmlm_stream.config import Config, DecodeConfig, ModelsConfig, WindowConfig
-from mmlm_stream.config_paths import absolute_paths
-from mmlm_stream.service_record import ServiceRecord
+from mmlm_stream.config.paths import absolute_paths
+from mmlm_stream.service import record as service_record
+from mmlm_stream.service.record import ServiceRecord
 
 TOKEN = "0123456789abcdef-ray-token"
 FINGERPRINT = "f" * 64

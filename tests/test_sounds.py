@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import real_sounds
 
-from mmlm_stream.aggregate import SourceAggregator
-from mmlm_stream.channels import AudioChunk, Tone
 from mmlm_stream.config import Config, ModelsConfig
-from mmlm_stream.evidence import Channel
 from mmlm_stream.models.registry import load_encoder
-from mmlm_stream.models.roles import AudioEncoder, Role
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.operators.tones import ToneTracker, tone_pattern
-from mmlm_stream.records import EventRecord, WindowRecord
+from mmlm_stream.pipeline.aggregate import SourceAggregator
+from mmlm_stream.records.channels import AudioChunk, Tone
+from mmlm_stream.records.evidence import Channel
+from mmlm_stream.records.results import AudioEncoder, Role
+from mmlm_stream.records.schema import EventRecord, WindowRecord
 
 pytestmark = [pytest.mark.models]
 

@@ -1,7 +1,7 @@
 import pytest
 
-from mmlm_stream.backoff import Backoff
 from mmlm_stream.operators.source import assign_source_ids, resolve_source
+from mmlm_stream.util.backoff import Backoff
 
 
 def test_file_source_id_is_the_base_name_with_extension():

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmlm_stream.models.roles import SpeechInput, TranscriptSegment, Word
 from mmlm_stream.operators.speech_language import LanguageHint
+from mmlm_stream.records.results import SpeechInput, TranscriptSegment, Word
 
 
 def utterances(n: int = 2) -> list[SpeechInput]:

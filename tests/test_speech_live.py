@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from media import write_video
 
-from mmlm_stream.aggregate import WindowOutput
-from mmlm_stream.analysis import SourceAnalysis
-from mmlm_stream.channels import AudioChunk
 from mmlm_stream.config import Config, DecodeConfig, ModelsConfig, WindowConfig
-from mmlm_stream.encoding import LocalEncoders
-from mmlm_stream.models.roles import AudioEncoding, SpeechInput, TimeSpan, TranscriptSegment
 from mmlm_stream.operators.source import resolve_source
+from mmlm_stream.pipeline.aggregate import WindowOutput
+from mmlm_stream.pipeline.analysis import SourceAnalysis
+from mmlm_stream.pipeline.encoding import LocalEncoders
+from mmlm_stream.records.channels import AudioChunk
+from mmlm_stream.records.results import AudioEncoding, SpeechInput, TimeSpan, TranscriptSegment
 
 pytestmark = [pytest.mark.live, pytest.mark.models, pytest.mark.slow]
 

@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmlm_stream.models.roles import SpeechInput, Word
 from mmlm_stream.operators.speech_packing import (
     GAP_S,
     WINDOW_S,
@@ -19,6 +18,7 @@ from mmlm_stream.operators.speech_packing import (
     text_to_segment,
     words_to_segments,
 )
+from mmlm_stream.records.results import SpeechInput, Word
 
 SR = 16_000
 

@@ -20,10 +20,10 @@ import pytest
 import real_speech
 
 from mmlm_stream.config import ModelsConfig, SpeechModelConfig
-from mmlm_stream.errors import ConfigError
 from mmlm_stream.models import speech_faster_whisper, speech_whisper_hf
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder, resolve
-from mmlm_stream.models.roles import Role, SpeechInput, SpeechRecognizer, TranscriptSegment
+from mmlm_stream.records.results import Role, SpeechInput, SpeechRecognizer, TranscriptSegment
+from mmlm_stream.util.errors import ConfigError
 
 SR = 16_000
 FOX = "The quick brown fox jumps over the lazy dog near the river bank"

@@ -3,9 +3,9 @@ import itertools
 import numpy as np
 import pytest
 
-from mmlm_stream.channels import AudioChunk
-from mmlm_stream.models.roles import AudioEncoding, TimeSpan
 from mmlm_stream.operators.speech_segmenter import SpeechSegmenter, utterances
+from mmlm_stream.records.channels import AudioChunk
+from mmlm_stream.records.results import AudioEncoding, TimeSpan
 
 
 def chunks_with(spans: list[tuple[float, float]], seconds: int = 6):

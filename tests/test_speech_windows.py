@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from mmlm_stream.config import SpeechModelConfig
-from mmlm_stream.models.roles import SpeechInput, TranscriptSegment, Word
 from mmlm_stream.models.whisper_windows import PackedWhisper
 from mmlm_stream.operators.speech_packing import (
     RETRY_MIN_S,
@@ -25,6 +24,7 @@ from mmlm_stream.operators.speech_packing import (
     uncovered,
     words_to_segments,
 )
+from mmlm_stream.records.results import SpeechInput, TranscriptSegment, Word
 
 SR = 16_000
 Script = Callable[[np.ndarray, int], list[Word]]

@@ -19,13 +19,13 @@ import pytest
 from fastapi.testclient import TestClient
 from media import mpegts_bytes
 
-from mmlm_stream.api import create_app
-from mmlm_stream.api_config import ApiConfig
 from mmlm_stream.config import DecodeConfig
-from mmlm_stream.errors import SourceError
+from mmlm_stream.config.api import ApiConfig
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.operators.source import resolve_source
-from mmlm_stream.url_policy import REFUSED, UrlPolicy, api_policy, resolve_host
+from mmlm_stream.security.url_policy import REFUSED, UrlPolicy, api_policy, resolve_host
+from mmlm_stream.service.api import create_app
+from mmlm_stream.util.errors import SourceError
 
 MEDIA_HOST = "127.0.0.2"
 NAMES = {"canary.test": ["127.0.0.1"], "media.test": [MEDIA_HOST]}

@@ -1,10 +1,10 @@
 import json
 from pathlib import Path
 
+from in_process import describe_source
 from media import Cue, write_video
 from subtitle_cases import NullEncoders
 
-from mmlm_stream.batch import describe_source
 from mmlm_stream.config import Config
 from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.operators.subtitles import (

@@ -9,7 +9,7 @@ import pytest
 
 from mmlm_stream.config import ModelsConfig, TextModelConfig
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder
-from mmlm_stream.models.roles import FrameEncoder, Role, TextEncoder
+from mmlm_stream.records.results import FrameEncoder, Role, TextEncoder
 
 
 @pytest.fixture(scope="module")

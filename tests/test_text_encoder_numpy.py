@@ -16,7 +16,7 @@ from mmlm_stream.config import ModelsConfig
 from mmlm_stream.models import text_minilm
 from mmlm_stream.models.bert_numpy import NumpyBert, erf
 from mmlm_stream.models.registry import LoadContext, resolve
-from mmlm_stream.models.roles import Role
+from mmlm_stream.records.results import Role
 
 LONG = " ".join(f"token{i} and some more words" for i in range(120))
 TEXTS = [
@@ -130,7 +130,7 @@ def test_default_text_model_on_cpu_never_imports_torch(tmp_path: Path) -> None:
 import sys
 from mmlm_stream.config import ModelsConfig
 from mmlm_stream.models.registry import load_encoder
-from mmlm_stream.models.roles import Role
+from mmlm_stream.records.results import Role
 models = ModelsConfig(set="default", device="cpu", cache_dir={str(tmp_path)!r})
 encoder = load_encoder(Role.TEXT, models)
 assert encoder.embed(["a dog barks", ""]).shape == (2, 384)

@@ -1,4 +1,4 @@
-"""Math libraries keep to the CPUs a process was given (``mmlm_stream.threads``)."""
+"""Math libraries keep to the CPUs a process was given (``mmlm_stream.util.threads``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _printed(script: str) -> list[int]:
 def test_opencv_keeps_to_the_thread_count_set_for_the_process():
     before, after = _printed(
         "import cv2\n"
-        "from mmlm_stream.threads import limit_threads\n"
+        "from mmlm_stream.util.threads import limit_threads\n"
         "before = cv2.getNumThreads()\n"
         "limit_threads(1)\n"
         "print(before, cv2.getNumThreads())\n"

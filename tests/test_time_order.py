@@ -1,7 +1,7 @@
 import numpy as np
 
-from mmlm_stream.channels import AudioChunk, Frame
 from mmlm_stream.operators.time_order import TimeOrderer
+from mmlm_stream.records.channels import AudioChunk, Frame
 
 
 def _frame(t: float) -> Frame:

@@ -10,19 +10,19 @@ import pytest
 import real_speech
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from in_process import describe_source
 from redis_fixtures import FAST, KEYS, RedisServer, redis_server  # noqa: F401
 
-from mmlm_stream.aggregate import SourceAggregator, hop_text, transcript_of
-from mmlm_stream.batch import describe_source
-from mmlm_stream.bus import RedisPublisher
-from mmlm_stream.bus_config import RedisConfig
+from mmlm_stream.bus.redis_bus import RedisPublisher
 from mmlm_stream.config import Config, ModelsConfig, WindowConfig
-from mmlm_stream.encoding import LocalEncoders
-from mmlm_stream.evidence import Channel
-from mmlm_stream.models.roles import TranscriptSegment, Word
+from mmlm_stream.config.bus import RedisConfig
 from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.operators.window import Windower
-from mmlm_stream.records import WindowRecord, utterance_id
+from mmlm_stream.pipeline.aggregate import SourceAggregator, hop_text, transcript_of
+from mmlm_stream.pipeline.encoding import LocalEncoders
+from mmlm_stream.records.evidence import Channel
+from mmlm_stream.records.results import TranscriptSegment, Word
+from mmlm_stream.records.schema import WindowRecord, utterance_id
 
 
 def utterance(words: list[tuple[float, str]], length: float = 0.2) -> TranscriptSegment:

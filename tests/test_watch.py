@@ -11,7 +11,7 @@ import pytest
 from media import TcpTsServer, mpegts_bytes
 from redis_fixtures import RedisServer
 
-from mmlm_stream.cli import main
+from mmlm_stream.cli.main import main
 
 pytestmark = [
     pytest.mark.live,

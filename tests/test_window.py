@@ -9,10 +9,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmlm_stream.channels import SubtitleCue
-from mmlm_stream.evidence import Channel, span_of
-from mmlm_stream.models.roles import AudioEncoding, FrameEncoding
 from mmlm_stream.operators.window import Windower
+from mmlm_stream.records.channels import SubtitleCue
+from mmlm_stream.records.evidence import Channel, span_of
+from mmlm_stream.records.results import AudioEncoding, FrameEncoding
 
 EMB = np.zeros(2, np.float32)
 

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.channels import AudioChunk
 from mmlm_stream.models.audio_yamnet import (
     MissingModel,
     SileroVad,
@@ -34,8 +33,9 @@ from mmlm_stream.models.audio_yamnet import (
     top_labels,
 )
 from mmlm_stream.models.registry import LoadContext, ModelSpec
-from mmlm_stream.models.roles import AudioEncoding, AudioTags, Role
 from mmlm_stream.operators.loudness import clean, envelope, loudness
+from mmlm_stream.records.channels import AudioChunk
+from mmlm_stream.records.results import AudioEncoding, AudioTags, Role
 
 logger = logging.getLogger(__name__)
 

@@ -51,12 +51,12 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from mmlm_stream.channels import AUDIO_SAMPLE_RATE, AudioChunk
 from mmlm_stream.models.device import onnx_providers
 from mmlm_stream.models.registry import LoadContext, ModelSpec
-from mmlm_stream.models.roles import AudioEncoding, AudioTags, Label, Role, TimeSpan
 from mmlm_stream.operators import logmel
 from mmlm_stream.operators.loudness import clean, envelope, loudness
+from mmlm_stream.records.channels import AUDIO_SAMPLE_RATE, AudioChunk
+from mmlm_stream.records.results import AudioEncoding, AudioTags, Label, Role, TimeSpan
 
 logger = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.channels import Frame
 from mmlm_stream.models.detector_ssd_mobilenet import COCO_LABELS
 from mmlm_stream.models.registry import LoadContext, ModelSpec
-from mmlm_stream.models.roles import Detection, DetectionResult, Role
+from mmlm_stream.records.channels import Frame
+from mmlm_stream.records.results import Detection, DetectionResult, Role
 
 logger = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.channels import Frame
 from mmlm_stream.models.registry import LoadContext, ModelSpec
-from mmlm_stream.models.roles import Detection, DetectionResult, Role
-from mmlm_stream.threads import limit_opencv
+from mmlm_stream.records.channels import Frame
+from mmlm_stream.records.results import Detection, DetectionResult, Role
+from mmlm_stream.util.threads import limit_opencv
 
 logger = logging.getLogger(__name__)
 

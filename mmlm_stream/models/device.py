@@ -7,7 +7,7 @@ import glob
 import os
 import sys
 
-from mmlm_stream.errors import ConfigError
+from mmlm_stream.util.errors import ConfigError
 
 _DTYPES = {"float32", "float16", "bfloat16"}
 

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mmlm_stream.channels import Frame
 from mmlm_stream.config import FramesModelConfig
 from mmlm_stream.models.clip_common import (
     DEFAULT_MODEL_ID,
@@ -25,7 +24,8 @@ from mmlm_stream.models.clip_common import (
     load_clip,
 )
 from mmlm_stream.models.registry import LoadContext, ModelSpec
-from mmlm_stream.models.roles import FrameEncoding, Label, Role
+from mmlm_stream.records.channels import Frame
+from mmlm_stream.records.results import FrameEncoding, Label, Role
 
 logger = logging.getLogger(__name__)
 

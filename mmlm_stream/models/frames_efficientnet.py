@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.channels import Frame
 from mmlm_stream.config import FramesModelConfig, ModelsConfig
 from mmlm_stream.models.registry import LoadContext, ModelSpec, load_encoder
-from mmlm_stream.models.roles import FrameEncoding, Label, Role, TextEncoder
+from mmlm_stream.records.channels import Frame
+from mmlm_stream.records.results import FrameEncoding, Label, Role, TextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class ImageNetFrameEncoder(ABC):
         text_encoder: Callable[[], TextEncoder],
         cache_dir: Path | None = None,
     ) -> None:
-        from mmlm_stream.models.imagenet_labels import imagenet_classes
+        from mmlm_stream.records.imagenet_labels import imagenet_classes
 
         self.model_id = model_id
         self._top_k = top_k
@@ -328,7 +328,7 @@ def load(ctx: LoadContext) -> EfficientNetFrameEncoder:
         import torch
         from efficientnet_lite_pytorch import EfficientNet
 
-        from mmlm_stream.models.imagenet_labels import imagenet_classes
+        from mmlm_stream.records.imagenet_labels import imagenet_classes
 
         imagenet_classes()
         weights = _weights_file(ctx)

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.channels import Frame
 from mmlm_stream.config import FramesModelConfig
 from mmlm_stream.models import frames_efficientnet as lite0
 from mmlm_stream.models.frames_efficientnet import (
@@ -41,7 +40,8 @@ from mmlm_stream.models.frames_efficientnet import (
     rgb_image,
 )
 from mmlm_stream.models.registry import LoadContext, ModelSpec
-from mmlm_stream.models.roles import Role, TextEncoder
+from mmlm_stream.records.channels import Frame
+from mmlm_stream.records.results import Role, TextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def load(ctx: LoadContext) -> ImageNetFrameEncoder:
     try:
         from ai_edge_litert.interpreter import Interpreter
 
-        from mmlm_stream.models.imagenet_labels import imagenet_classes
+        from mmlm_stream.records.imagenet_labels import imagenet_classes
 
         imagenet_classes()
     except ImportError as error:

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.channels import AudioChunk, Frame
 from mmlm_stream.config import ModelsConfig
-from mmlm_stream.errors import MmlmError
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder, resolve, roles_of
-from mmlm_stream.models.roles import Role, SpeechInput
+from mmlm_stream.records.channels import AudioChunk, Frame
+from mmlm_stream.records.results import Role, SpeechInput
+from mmlm_stream.util.errors import MmlmError
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.channels import Frame
 from mmlm_stream.models.device import onnx_providers
 from mmlm_stream.models.registry import LoadContext, ModelSpec
-from mmlm_stream.models.roles import OcrResult, OcrText, Role
+from mmlm_stream.records.channels import Frame
+from mmlm_stream.records.results import OcrResult, OcrText, Role
 
 logger = logging.getLogger(__name__)
 

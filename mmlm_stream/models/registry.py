@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from mmlm_stream.config import ModelsConfig, RoleConfig
-from mmlm_stream.errors import ConfigError, MmlmError
 from mmlm_stream.models.device import resolve_device, resolve_dtype
-from mmlm_stream.models.roles import ROLE_PROTOCOLS, Encoder, Role
+from mmlm_stream.records.results import ROLE_PROTOCOLS, Encoder, Role
+from mmlm_stream.util.errors import ConfigError, MmlmError
 
 logger = logging.getLogger(__name__)
 

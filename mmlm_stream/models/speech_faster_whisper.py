@@ -37,10 +37,7 @@ from typing import Any
 import numpy as np
 
 from mmlm_stream.config import SpeechModelConfig
-from mmlm_stream.errors import ConfigError, MmlmError
-from mmlm_stream.file_lock import exclusive
 from mmlm_stream.models.registry import LoadContext, ModelSpec
-from mmlm_stream.models.roles import Role, TranscriptSegment, Word
 from mmlm_stream.models.whisper_windows import PackedWhisper
 from mmlm_stream.operators.speech_packing import (
     SAMPLE_RATE,
@@ -48,6 +45,9 @@ from mmlm_stream.operators.speech_packing import (
     text_to_segment,
     words_to_segments,
 )
+from mmlm_stream.records.results import Role, TranscriptSegment, Word
+from mmlm_stream.util.errors import ConfigError, MmlmError
+from mmlm_stream.util.file_lock import exclusive
 
 logger = logging.getLogger(__name__)
 

@@ -30,16 +30,16 @@ from typing import Any
 import numpy as np
 
 from mmlm_stream.config import SpeechModelConfig
-from mmlm_stream.errors import ConfigError
-from mmlm_stream.file_lock import exclusive
 from mmlm_stream.models.registry import LoadContext, ModelSpec
-from mmlm_stream.models.roles import Role, TranscriptSegment
 from mmlm_stream.models.whisper_windows import PackedWhisper
 from mmlm_stream.operators.speech_packing import (
     SAMPLE_RATE,
     Window,
     text_to_segment,
 )
+from mmlm_stream.records.results import Role, TranscriptSegment
+from mmlm_stream.util.errors import ConfigError
+from mmlm_stream.util.file_lock import exclusive
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from mmlm_stream.models.clip_common import (
     load_clip,
 )
 from mmlm_stream.models.registry import LoadContext, ModelSpec
-from mmlm_stream.models.roles import Role
 from mmlm_stream.models.text_minilm import blank_rows
+from mmlm_stream.records.results import Role
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from mmlm_stream.models.registry import LoadContext, ModelSpec
-from mmlm_stream.models.roles import Role
+from mmlm_stream.records.results import Role
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from mmlm_stream.config import SpeechModelConfig
-from mmlm_stream.models.roles import SpeechInput, TranscriptSegment, Word
 from mmlm_stream.operators.speech_packing import (
     BACKGROUND_ABOVE_DB,
     MAX_WORD_S,
@@ -38,6 +37,7 @@ from mmlm_stream.operators.speech_packing import (
     speech_level_db,
     uncovered,
 )
+from mmlm_stream.records.results import SpeechInput, TranscriptSegment, Word
 
 
 class PackedWhisper(ABC):

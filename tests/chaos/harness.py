@@ -84,10 +84,8 @@ import redis  # noqa: E402
 from media import TcpTsServer, mpegts_bytes  # noqa: E402
 from redis_fixtures import RedisServer, free_port  # noqa: E402
 
-from mmlm_stream import describe as batch  # noqa: E402
-from mmlm_stream.api_config import ApiConfig  # noqa: E402
-from mmlm_stream.bus_config import RedisConfig  # noqa: E402
-from mmlm_stream.client import Subscriber  # noqa: E402
+from mmlm_stream.bus.client import Subscriber  # noqa: E402
+from mmlm_stream.cli import describe_driver as batch  # noqa: E402
 from mmlm_stream.config import (  # noqa: E402
     Config,
     DecodeConfig,
@@ -97,9 +95,11 @@ from mmlm_stream.config import (  # noqa: E402
     SupervisorConfig,
     WindowConfig,
 )
+from mmlm_stream.config.api import ApiConfig  # noqa: E402
+from mmlm_stream.config.bus import RedisConfig  # noqa: E402
+from mmlm_stream.config.events import EventsConfig  # noqa: E402
 from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES  # noqa: E402
-from mmlm_stream.events_config import EventsConfig  # noqa: E402
-from mmlm_stream.records import utc_stamp  # noqa: E402
+from mmlm_stream.records.schema import utc_stamp  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

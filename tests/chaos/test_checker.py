@@ -11,7 +11,7 @@ import pytest
 
 from chaos import harness
 from chaos.harness import ActorInfo, StreamView, Violations, check_invariants
-from mmlm_stream.records import utc_stamp
+from mmlm_stream.records.schema import utc_stamp
 
 HOP = 2.0
 

@@ -50,14 +50,14 @@ def _where(exc: BaseException) -> str:
 
 
 def _decode_one(request: Mapping[str, Any]) -> dict[str, Any]:
-    from mmlm_stream.channels import AudioChunk, DecodeWarning, Frame, SubtitleCue
     from mmlm_stream.config import DecodeConfig, JobsConfig
-    from mmlm_stream.errors import SourceError
-    from mmlm_stream.evidence import Channel
-    from mmlm_stream.models.roles import AudioEncoding, FrameEncoding
     from mmlm_stream.operators.decode import decode
     from mmlm_stream.operators.probe import probe
     from mmlm_stream.operators.window import Windower
+    from mmlm_stream.records.channels import AudioChunk, DecodeWarning, Frame, SubtitleCue
+    from mmlm_stream.records.evidence import Channel
+    from mmlm_stream.records.results import AudioEncoding, FrameEncoding
+    from mmlm_stream.util.errors import SourceError
 
     config = DecodeConfig.model_validate(request.get("decode", {}))
     limits = JobsConfig.model_validate(request.get("jobs", {}))

@@ -1,0 +1,3 @@
+"""Getting records out: the Redis transport, its outbox and embedded server, the subscriber
+client.
+"""

@@ -1,0 +1,3 @@
+"""The ``mmlm-stream`` command: its parser, the Ray driver of ``describe``, ``watch`` and the
+sample.
+"""

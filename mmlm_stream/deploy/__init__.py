@@ -1,0 +1,1 @@
+"""Turning the config into a Serve application and Kubernetes manifests."""

@@ -1,0 +1,1 @@
+"""One source's analysis: encoder calls, the windowed aggregation, job results and output files."""

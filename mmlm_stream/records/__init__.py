@@ -1,0 +1,3 @@
+"""The ground floor: the published record schemas and the vocabulary of results every layer
+speaks.
+"""

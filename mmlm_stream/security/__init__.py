@@ -1,0 +1,3 @@
+"""Policies that stand between untrusted input and the machine: URLs, sealed secrets, Host
+headers.
+"""
