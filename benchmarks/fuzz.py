@@ -42,7 +42,7 @@ from fuzz.endless import EndlessTs  # noqa: E402
 from fuzz.worker import DecodeWorker  # noqa: E402
 from media import mpegts_bytes  # noqa: E402
 
-from mmlm_stream.cli import describe_driver as batch  # noqa: E402
+from mmlm_stream.cli import ray_driver as driver  # noqa: E402
 from mmlm_stream.config import Config, JobsConfig, ModelsConfig  # noqa: E402
 from mmlm_stream.util.threads import limit_threads  # noqa: E402
 
@@ -159,7 +159,7 @@ def main() -> None:
                 )
                 dead = dead_replicas() if report is not None else 0
             describe_s = time.perf_counter() - started
-            batch.shutdown()
+            driver.shutdown()
         if report is None:
             crashes += 1
             print(f"describe failed: {problem}")
@@ -195,7 +195,7 @@ def main() -> None:
 
 def describe_all(
     targets: list[str], out: Path, config: Config, timeout_s: float, summary: str
-) -> tuple[batch.DescribeReport | None, str | None]:
+) -> tuple[driver.DescribeReport | None, str | None]:
     """``describe`` of every target: (report, None), or (None, the exception it raised).
 
     It runs in this thread (a Ray started from another one does not shut down cleanly); a
@@ -211,7 +211,7 @@ def describe_all(
     watchdog.daemon = True
     watchdog.start()
     try:
-        return batch.describe(targets, out, config, force=True), None
+        return driver.describe(targets, out, config, force=True), None
     except Exception as exc:  # a crash of the service, counted by the caller
         return None, f"{type(exc).__name__}: {exc}"
     finally:

@@ -36,7 +36,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from mmlm_stream.cli import describe_driver as batch
+from mmlm_stream.cli import ray_driver as driver
 from mmlm_stream.cli.sample import SampleInfo, write_sample
 from mmlm_stream.config import Config, DecodeConfig, ModelsConfig
 from mmlm_stream.config.api import ApiConfig
@@ -414,8 +414,8 @@ def main() -> None:
         info = write_sample(Path(tmp) / "sample.mkv", duration_s=args.duration_s, speech=True)
         print(f"sample: {info.duration:.0f} s, {len(info.cues)} spoken cues, alarms {info.alarms}")
         started = time.monotonic()
-        batch.start_ray(None)
-        base = batch.run_service(
+        driver.start_ray(None)
+        base = driver.run_service(
             config,
             args.serve_config,
             args.redis_url,
@@ -450,7 +450,7 @@ def main() -> None:
                     one = statistics.mean(steps[0].lags.get("cap0", [float("nan")]))
                     print(f"  baseline: one stream's mean lag {one:.2f} s")
         finally:
-            batch.shutdown()
+            driver.shutdown()
     print(f"live_p95_s={p95:.2f} live_p50_s={p50:.2f} max_streams={max_streams}")
 
 

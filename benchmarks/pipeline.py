@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from mmlm_stream.cli import describe_driver as batch
+from mmlm_stream.cli import ray_driver as driver
 from mmlm_stream.cli.sample import write_sample
 from mmlm_stream.config import Config, DecodeConfig, ModelsConfig
 from mmlm_stream.models.registry import load_encoder
@@ -53,7 +53,7 @@ def bare_fps(frames: list[Frame], batch_size: int) -> float:
 def serve_fps(frames: list[Frame], batch_size: int, callers: int = 2) -> float:
     from ray import serve
 
-    handle = serve.get_deployment_handle("Encoders", app_name=batch.APP_NAME)
+    handle = serve.get_deployment_handle("Encoders", app_name=driver.APP_NAME)
     handle.remote(frames[:batch_size], role="frames").result()
 
     async def run() -> None:
@@ -143,11 +143,11 @@ def main() -> None:
         clip = write_sample(Path(tmp) / "clip.mkv", duration_s=args.seconds).path
         frames = frames_of(clip, args.frames)
         with PeakMemory() as memory:
-            cold = batch.describe([str(clip)], Path(tmp) / "out", config, force=True)
-            report = batch.describe([str(clip)], Path(tmp) / "out", config, force=True)
+            cold = driver.describe([str(clip)], Path(tmp) / "out", config, force=True)
+            report = driver.describe([str(clip)], Path(tmp) / "out", config, force=True)
         describe_s = report.wall_s
         serve_rate = serve_fps(frames, batch_size)
-        batch.shutdown()
+        driver.shutdown()
         bare_rate = bare_fps(frames, batch_size)
         naive_per_s = naive_seconds_per_media_second(clip, min(args.naive_seconds, args.seconds))
     naive_s = naive_per_s * args.seconds

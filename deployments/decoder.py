@@ -32,7 +32,7 @@ from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.pipeline.analysis import SourceAnalysis
 from mmlm_stream.pipeline.encoding import ROLE_RECORD_KEY, RoleEncoders
 from mmlm_stream.pipeline.jobs import (
-    DescribeRequest,
+    AnalysisRequest,
     EventsDone,
     JobDone,
     JobFailed,
@@ -124,7 +124,7 @@ class Decoder:
         self.publisher = publisher
         self.trimmer = IdleTrimmer().start()
 
-    async def describe(self, request: DescribeRequest) -> AsyncIterator[JobMessage]:
+    async def analyse(self, request: AnalysisRequest) -> AsyncIterator[JobMessage]:
         config = Config.model_validate(request.config)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[JobMessage | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
@@ -177,7 +177,7 @@ class Decoder:
         return await self.publisher.flush.remote(timeout_s)
 
     def _analyse(
-        self, request: DescribeRequest, config: Config, put: Any, stop: threading.Event
+        self, request: AnalysisRequest, config: Config, put: Any, stop: threading.Event
     ) -> Any:
         spec = resolve_source(request.target, request.source_id)
         if request.untrusted:  # today's policy, also for a stream resumed from the registry

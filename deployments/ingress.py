@@ -18,7 +18,7 @@ from ray import serve
 
 from mmlm_stream.bus.redis_bus import NullPublisher, Publisher, RedisPublisher
 from mmlm_stream.config import Config
-from mmlm_stream.pipeline.jobs import DescribeRequest, JobMessage
+from mmlm_stream.pipeline.jobs import AnalysisRequest, JobMessage
 from mmlm_stream.service.api import create_app
 from mmlm_stream.service.backend import PipelineBackend
 
@@ -65,8 +65,8 @@ class Ingress:
             self.backend, self.config.api, self.redis_url, redis_config=self.config.redis
         )
 
-    async def _run(self, request: DescribeRequest) -> AsyncIterator[JobMessage]:
-        stream = self.decoder.options(stream=True).describe.remote(request)
+    async def _run(self, request: AnalysisRequest) -> AsyncIterator[JobMessage]:
+        stream = self.decoder.options(stream=True).analyse.remote(request)
         try:
             async for message in stream:
                 yield message

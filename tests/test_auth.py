@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from mmlm_stream.cli import describe_driver as batch
 from mmlm_stream.cli import main as cli
+from mmlm_stream.cli import ray_driver as driver
 from mmlm_stream.config.api import ApiConfig, is_loopback
 from mmlm_stream.deployments.app import app_config
 from mmlm_stream.security.host_header import host_name
@@ -48,7 +48,7 @@ def serve_stub(monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith("MMLM_"):
             monkeypatch.delenv(name)
     monkeypatch.setattr(cli, "_redis_url", lambda config, embedded: None)
-    monkeypatch.setattr(batch, "start_ray", start_ray)
+    monkeypatch.setattr(driver, "start_ray", start_ray)
 
 
 # -- serve refuses an open API beyond loopback ----------------------------------------------------
@@ -221,7 +221,7 @@ def test_the_local_ray_refuses_callers_without_its_token(
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # where Ray would persist a token of its own
-    batch.start_ray(None)
+    driver.start_ray(None)
     try:
         token = os.environ["RAY_AUTH_TOKEN"]
         assert ray.get(ray.remote(lambda: os.environ.get("RAY_AUTH_MODE")).remote()) == "token"
@@ -236,7 +236,7 @@ def test_the_local_ray_refuses_callers_without_its_token(
             timeout=120,
         )
     finally:
-        batch.shutdown()
+        driver.shutdown()
     assert probe.returncode == 0, probe.stderr[-2000:]
     assert probe.stdout.split("\n")[:3] == [
         "none UNAUTHENTICATED",

@@ -27,7 +27,7 @@ from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from mmlm_stream.cli import describe_driver as batch
+from mmlm_stream.cli import ray_driver as driver
 from mmlm_stream.config import Config, DecodeConfig, ModelsConfig, WindowConfig
 from mmlm_stream.config.api import ApiConfig
 from mmlm_stream.config.bus import RedisConfig
@@ -228,9 +228,9 @@ def service(
         api=ApiConfig(api_token=TOKEN, allow_internal=["127.0.0.0/8"]),
     )
     try:
-        batch.start_ray(None)
+        driver.start_ray(None)
         port = free_port()
-        base = batch.run_service(
+        base = driver.run_service(
             config, None, redis.url, host="127.0.0.1", port=port, jobs_dir=directory / "jobs"
         )
         proxy = FlakyProxy(port)
@@ -239,7 +239,7 @@ def service(
         finally:
             proxy.close()
     finally:
-        batch.shutdown()
+        driver.shutdown()
         for source in sources:
             source.stop()
         redis.stop()

@@ -13,12 +13,12 @@ from test_api import make_client
 from mmlm_stream.bus.redis_bus import NullPublisher
 from mmlm_stream.config import Config
 from mmlm_stream.config.api import ApiConfig
-from mmlm_stream.pipeline.jobs import DescribeRequest, JobMessage
+from mmlm_stream.pipeline.jobs import AnalysisRequest, JobMessage
 from mmlm_stream.service.backend import PipelineBackend
 from mmlm_stream.service.protocol import JobRequest, StreamSpec, TooMany
 
 
-async def _never(request: DescribeRequest) -> AsyncIterator[JobMessage]:
+async def _never(request: AnalysisRequest) -> AsyncIterator[JobMessage]:
     await asyncio.Event().wait()
     yield  # type: ignore[misc]
 
@@ -67,9 +67,9 @@ def test_a_reached_limit_is_429_with_the_reason() -> None:
 
 
 def test_a_job_reads_camera_urls_once_so_the_job_limits_end_it(tmp_path: Path) -> None:
-    seen: list[DescribeRequest] = []
+    seen: list[AnalysisRequest] = []
 
-    async def record(request: DescribeRequest) -> AsyncIterator[JobMessage]:
+    async def record(request: AnalysisRequest) -> AsyncIterator[JobMessage]:
         seen.append(request)
         raise RuntimeError("no pipeline here")
         yield  # type: ignore[unreachable]

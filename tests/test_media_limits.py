@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress
 
-from mmlm_stream.cli.describe_driver import MediaSeconds, describe
+from mmlm_stream.cli.ray_driver import MediaSeconds, describe
 from mmlm_stream.config import Config, DecodeConfig, JobsConfig, load_config
 from mmlm_stream.operators.audio_chunker import AudioChunker
 from mmlm_stream.operators.container import ContainerDecoder, ReadError, select_streams

@@ -15,7 +15,7 @@ from ray.serve.schema import ServeDeploySchema
 from redis_fixtures import RedisServer
 
 from mmlm_stream.bus.client import Subscriber
-from mmlm_stream.cli import describe_driver as batch
+from mmlm_stream.cli import ray_driver as driver
 from mmlm_stream.cli.sample import write_sample
 from mmlm_stream.config import Config, ModelsConfig
 from mmlm_stream.config.bus import RedisConfig
@@ -61,13 +61,13 @@ def env(tmp_path_factory: pytest.TempPathFactory, model_cache: Path):
         redis=RedisConfig(url=server.url, embedded=False),
     )
     yield folder, server, sample, config
-    batch.shutdown()
+    driver.shutdown()
     server.stop()
 
 
 def _describe(env, out: Path, inputs: list[str] | None = None, force: bool = True):
     _, server, sample, config = env
-    return batch.describe(
+    return driver.describe(
         inputs or [str(sample.path)], out, config, redis_url=server.url, force=force
     )
 

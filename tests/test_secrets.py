@@ -15,7 +15,7 @@ from ray import serve
 from redis_fixtures import RedisServer, free_port
 from test_ssrf import _Server
 
-from mmlm_stream.cli import describe_driver as batch
+from mmlm_stream.cli import ray_driver as driver
 from mmlm_stream.config import Config, DecodeConfig, WindowConfig
 from mmlm_stream.config.api import ApiConfig
 from mmlm_stream.config.bus import RedisConfig
@@ -87,8 +87,8 @@ def test_planted_passwords_appear_nowhere(tmp_path: Path, tiny_models) -> None:
     jobs = tmp_path / "jobs"
 
     def start(config: Config = config) -> None:
-        batch.start_ray(None)
-        batch.run_service(config, None, redis.url, host="127.0.0.1", port=port, jobs_dir=jobs)
+        driver.start_ray(None)
+        driver.run_service(config, None, redis.url, host="127.0.0.1", port=port, jobs_dir=jobs)
 
     live_url = source.url.replace("tcp://", f"tcp://cam:{stream_pw}@")
     try:
@@ -119,7 +119,7 @@ def test_planted_passwords_appear_nowhere(tmp_path: Path, tiny_models) -> None:
         assert "***@127.0.0.1" in answers[0]
 
         # Restarted under a stricter policy, the registered streams are checked again: refused.
-        serve.delete(batch.APP_NAME)
+        serve.delete(driver.APP_NAME)
         strict = config.model_copy(
             update={"api": config.api.model_copy(update={"allow_internal": []})}
         )
@@ -128,7 +128,7 @@ def test_planted_passwords_appear_nowhere(tmp_path: Path, tiny_models) -> None:
         assert failed["reason"].endswith("refused by the URL policy")
         answers.append(http.get("/streams").text)
 
-        serve.delete(batch.APP_NAME)  # the service restarts: the sealed URL resumes the stream
+        serve.delete(driver.APP_NAME)  # the service restarts: the sealed URL resumes the stream
         start()
         resumed = _until(
             lambda: (s := http.get("/streams/cam").json())["stats"]["windows"] >= 1 and s
@@ -145,7 +145,7 @@ def test_planted_passwords_appear_nowhere(tmp_path: Path, tiny_models) -> None:
         assert not _files_holding(logs, PLANTED)
         assert media.requests.count("/ok.ts") >= 1  # the job really fetched its input
     finally:
-        batch.shutdown()
+        driver.shutdown()
         media.stop()
         source.stop()
         redis.stop()

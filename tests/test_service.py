@@ -12,7 +12,7 @@ from media import TcpTsServer, mpegts_bytes, write_video
 from ray import serve
 from redis_fixtures import RedisServer, free_port
 
-from mmlm_stream.cli import describe_driver as batch
+from mmlm_stream.cli import ray_driver as driver
 from mmlm_stream.config import Config, DecodeConfig, WindowConfig
 from mmlm_stream.config.api import ApiConfig
 from mmlm_stream.config.bus import RedisConfig
@@ -60,8 +60,8 @@ def test_streams_added_removed_and_resumed_after_a_restart(tmp_path: Path, tiny_
     base = f"http://127.0.0.1:{port}"
 
     def start() -> None:
-        batch.start_ray(None)
-        batch.run_service(
+        driver.start_ray(None)
+        driver.run_service(
             config, None, redis.url, host="127.0.0.1", port=port, jobs_dir=tmp_path / "jobs"
         )
 
@@ -96,13 +96,13 @@ def test_streams_added_removed_and_resumed_after_a_restart(tmp_path: Path, tiny_
         done = _until(lambda: (j := http.get(f"/jobs/{job['id']}").json())["state"] == "done" and j)
         assert done["inputs"][0]["windows"] >= 2
 
-        serve.delete(batch.APP_NAME)  # the service goes away ...
+        serve.delete(driver.APP_NAME)  # the service goes away ...
         start()  # ... and comes back: the registered stream resumes
         resumed = _until(
             lambda: (s := http.get("/streams/cam1").json())["stats"]["windows"] >= 1 and s
         )
         assert resumed["state"] == "streaming"
     finally:
-        batch.shutdown()
+        driver.shutdown()
         source.stop()
         redis.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from redis_fixtures import free_port
 
-from mmlm_stream.cli import describe_driver as batch
+from mmlm_stream.cli import ray_driver as driver
 from mmlm_stream.config import Config, DecodeConfig, ModelsConfig, WindowConfig
 from mmlm_stream.config.paths import absolute_paths
 from mmlm_stream.service import record as service_record
@@ -144,8 +144,8 @@ def test_config_paths_become_absolute_in_every_section(tmp_path):
 def test_joining_a_service_whose_ray_is_gone_fails_in_one_line_without_the_token(monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN", "the-users-own")
     dead = record(gcs_address=f"127.0.0.1:{free_port()}")
-    with pytest.raises(batch._ServiceUnusable) as failure:
-        batch.join_service(dead)
+    with pytest.raises(driver._ServiceUnusable) as failure:
+        driver.join_service(dead)
     assert "does not answer" in str(failure.value) and TOKEN not in str(failure.value)
     assert os.environ["RAY_AUTH_TOKEN"] == "the-users-own"
-    assert batch._JOINED is None
+    assert driver._JOINED is None

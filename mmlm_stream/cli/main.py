@@ -118,7 +118,7 @@ def _redis_url(config: Config, embedded: bool) -> str | None:
 
 
 def cmd_describe(args: argparse.Namespace, config: Config) -> int:
-    from mmlm_stream.cli import describe_driver as batch
+    from mmlm_stream.cli import ray_driver as driver
 
     out = Path(args.out)
     if args.republish:
@@ -138,7 +138,7 @@ def cmd_describe(args: argparse.Namespace, config: Config) -> int:
         raise ConfigError("describe needs at least one PATH_OR_GLOB (or --republish)")
     url = _redis_url(config, not args.no_embedded_redis)
     try:
-        report = batch.describe(
+        report = driver.describe(
             args.targets,
             out,
             config,
@@ -150,7 +150,7 @@ def cmd_describe(args: argparse.Namespace, config: Config) -> int:
             reuse=not args.fresh,
         )
     finally:
-        batch.shutdown()
+        driver.shutdown()
     prefix = config.redis.prefix
     for source in report.done:
         print(
@@ -171,7 +171,7 @@ def cmd_describe(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_watch(args: argparse.Namespace, config: Config) -> int:
-    from mmlm_stream.cli import describe_driver as batch
+    from mmlm_stream.cli import ray_driver as driver
     from mmlm_stream.cli.watch import watch
 
     if args.loop:
@@ -190,7 +190,7 @@ def cmd_watch(args: argparse.Namespace, config: Config) -> int:
             duration_s=args.duration,
         )
     finally:
-        batch.shutdown()
+        driver.shutdown()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -198,7 +198,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
-    from mmlm_stream.cli import describe_driver as batch
+    from mmlm_stream.cli import ray_driver as driver
     from mmlm_stream.service import record as service_record
 
     # Before Redis or Ray start: an API open beyond loopback needs api.allow_anonymous.
@@ -211,11 +211,11 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     previous = signal.getsignal(signal.SIGTERM)
     record = None
     try:
-        batch.start_ray(args.address)
+        driver.start_ray(args.address)
         if main_thread:  # after ray.init, which installs a handler of its own (exit 15)
             # A plain `kill` stops the service as Ctrl-C does: the record removed, Ray down.
             signal.signal(signal.SIGTERM, _interrupt)
-        base = batch.run_service(
+        base = driver.run_service(
             config,
             serve_config,
             url,
@@ -224,7 +224,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
             jobs_dir=Path(args.jobs_dir),
         )
         # `describe` on this machine reuses this service (its Ray, its loaded models).
-        record = batch.advertise_service(config, serve_config, url, base)
+        record = driver.advertise_service(config, serve_config, url, base)
         print(f"serving on {base} (dashboard {base}/, API docs {base}/docs); Ctrl-C stops")
         deadline = None if args.duration is None else time.monotonic() + args.duration
         while deadline is None or time.monotonic() < deadline:
@@ -234,7 +234,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     finally:
         if record is not None:
             service_record.remove(record)
-        batch.shutdown()
+        driver.shutdown()
         if main_thread and previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return EXIT_OK

@@ -10,10 +10,10 @@ import asyncio
 import time
 from typing import TextIO
 
-from mmlm_stream.cli import describe_driver as batch
+from mmlm_stream.cli import ray_driver as driver
 from mmlm_stream.config import Config
 from mmlm_stream.operators.source import resolve_source
-from mmlm_stream.pipeline.jobs import DescribeRequest, EventsDone, JobDone, JobFailed, WindowDone
+from mmlm_stream.pipeline.jobs import AnalysisRequest, EventsDone, JobDone, JobFailed, WindowDone
 from mmlm_stream.records.schema import EventRecord, WindowRecord
 
 
@@ -43,16 +43,16 @@ def watch(
 ) -> int:
     """Returns 0 when stopped or the stream ended, 1 when it failed."""
     spec = resolve_source(url, source_id)
-    batch.start_ray(address)
-    handle = batch.run_app(config, None, redis_url)
-    request = DescribeRequest(spec.url, spec.source_id, config.model_dump(mode="json"))
+    driver.start_ray(address)
+    handle = driver.run_app(config, None, redis_url)
+    request = AnalysisRequest(spec.url, spec.source_id, config.model_dump(mode="json"))
 
     def emit(record: WindowRecord | EventRecord) -> None:
         out.write((record.to_json() if as_json else _line(record)) + "\n")
         out.flush()
 
     async def run() -> int:
-        stream = handle.options(stream=True).describe.remote(request)
+        stream = handle.options(stream=True).analyse.remote(request)
         deadline = None if duration_s is None else time.monotonic() + duration_s
         code = 0
         async for message in stream:

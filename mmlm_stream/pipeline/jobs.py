@@ -11,7 +11,7 @@ from mmlm_stream.records.schema import EventRecord
 
 
 @dataclass(frozen=True)
-class DescribeRequest:
+class AnalysisRequest:
     """One input to analyse; ``untrusted``: an API caller named it, so it is opened under
     the URL policy of ``config['api']`` (``mmlm_stream.security.url_policy``)."""
 

@@ -34,7 +34,7 @@ from mmlm_stream.bus.redis_bus import Publisher
 from mmlm_stream.config import Config
 from mmlm_stream.operators.source import assign_source_ids, resolve_source
 from mmlm_stream.pipeline.jobs import (
-    DescribeRequest,
+    AnalysisRequest,
     EventsDone,
     JobFailed,
     JobMessage,
@@ -65,7 +65,7 @@ from mmlm_stream.util.redaction import redact_url
 
 logger = logging.getLogger(__name__)
 
-Run = Callable[[DescribeRequest], AsyncIterator[JobMessage]]
+Run = Callable[[AnalysisRequest], AsyncIterator[JobMessage]]
 Embed = Callable[[list[str]], Awaitable[np.ndarray]]
 SEARCH_WINDOWS_PER_SOURCE = 2000
 # Registry states of a stream whose analysis was running (a resume finds it interrupted).
@@ -291,7 +291,7 @@ class PipelineBackend:
         """Run the stream's analysis again and again until it is removed (module docstring)."""
         sup = self.config.supervisor
         backoff = Backoff(initial=sup.restart_initial_s, maximum=sup.restart_max_s)
-        request = DescribeRequest(
+        request = AnalysisRequest(
             stream.spec.url, stream.id, self._stream_config(stream.spec), untrusted=True
         )
         while True:
@@ -346,7 +346,7 @@ class PipelineBackend:
             self.bus.publish_event(closed)
         stream.open_events.clear()
 
-    async def _watch(self, stream: _Stream, request: DescribeRequest) -> str | None:
+    async def _watch(self, stream: _Stream, request: AnalysisRequest) -> str | None:
         """One analysis of the stream; returns why it failed, or None when it ended."""
         info = stream.info
         try:
@@ -435,7 +435,7 @@ class PipelineBackend:
     async def _describe_input(self, item: JobInput, out: Path) -> str | None:
         assert item.source is not None
         spec = resolve_source(item.input, item.source)
-        request = DescribeRequest(spec.url, spec.source_id, self._job_config(), untrusted=True)
+        request = AnalysisRequest(spec.url, spec.source_id, self._job_config(), untrusted=True)
 
         def count(message: JobMessage) -> None:
             if isinstance(message, WindowDone):

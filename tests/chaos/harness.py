@@ -85,7 +85,7 @@ from media import TcpTsServer, mpegts_bytes  # noqa: E402
 from redis_fixtures import RedisServer, free_port  # noqa: E402
 
 from mmlm_stream.bus.client import Subscriber  # noqa: E402
-from mmlm_stream.cli import describe_driver as batch  # noqa: E402
+from mmlm_stream.cli import ray_driver as driver  # noqa: E402
 from mmlm_stream.config import (  # noqa: E402
     Config,
     DecodeConfig,
@@ -285,7 +285,7 @@ def list_ray_actors(alive_only: bool = True) -> list[ActorInfo]:
 
 def replica_actors(deployment: str, app: str | None = None) -> list[ActorInfo]:
     """ALIVE replica actors of a Serve deployment (class ``ServeReplica:<app>:<deployment>``)."""
-    app = app or batch.APP_NAME
+    app = app or driver.APP_NAME
     return [
         a
         for a in list_ray_actors()
@@ -814,8 +814,8 @@ class ChaosService:
         self.prefix = self.config.redis.prefix
         self.audit = AuditConsumer(self.redis_server.url, self.prefix).start()
         self.live = LiveListener(self.redis_server.url, self.prefix).start()
-        batch.start_ray(None)
-        batch.run_service(
+        driver.start_ray(None)
+        driver.run_service(
             self.config,
             SPLIT_SERVE_CONFIG,
             self.redis_server.url,
@@ -844,7 +844,7 @@ class ChaosService:
         if self.http is not None:
             self.http.close()
         with contextlib.suppress(Exception):
-            batch.shutdown()
+            driver.shutdown()
         for server in self.sources.values():
             server.stop()
         if self.redis is not None:

@@ -45,7 +45,7 @@ from mmlm_stream.operators.decode import check_size
 from mmlm_stream.operators.probe import probe
 from mmlm_stream.operators.source import SourceSpec, assign_source_ids, resolve_source, scheme_of
 from mmlm_stream.pipeline.jobs import (
-    DescribeRequest,
+    AnalysisRequest,
     WindowDone,
 )
 from mmlm_stream.pipeline.jobs import (
@@ -339,13 +339,13 @@ def _say(console: Console, line: str) -> None:
     console.print(f"mmlm-stream: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _request(spec: SourceSpec, config: Config) -> DescribeRequest:
+def _request(spec: SourceSpec, config: Config) -> AnalysisRequest:
     """The request for one input. A joined service's replicas run in another working
     directory, so there a relative path (the input's, the config's) is made absolute."""
     if _JOINED is None:
-        return DescribeRequest(spec.url, spec.source_id, config.model_dump(mode="json"))
+        return AnalysisRequest(spec.url, spec.source_id, config.model_dump(mode="json"))
     target = os.path.abspath(spec.url) if spec.path is not None else spec.url
-    return DescribeRequest(target, spec.source_id, absolute_paths(config).model_dump(mode="json"))
+    return AnalysisRequest(target, spec.source_id, absolute_paths(config).model_dump(mode="json"))
 
 
 async def _describe_one(
@@ -367,7 +367,7 @@ async def _describe_one(
             _advance(state, message.output.window.start, progress, total)
 
     result, state.error = await write_job(
-        handle.options(stream=True).describe.remote(request),
+        handle.options(stream=True).analyse.remote(request),
         out_dir,
         spec.source_id,
         spec.url,
