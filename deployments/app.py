@@ -16,17 +16,7 @@ from mmlm_stream.config import Config, load_config
 from mmlm_stream.deployments.decoder import Decoder
 from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES, SHARED_DEPLOYMENT, RoleEncoder
 from mmlm_stream.deployments.publisher import Publisher
-from mmlm_stream.pipeline.encoding import RoleEncoders
-
-
-class _Roles(RoleEncoders):
-    """Only for the rule of which roles are enabled; runs nothing."""
-
-    def run(self, role: Any, items: Any) -> Any:
-        raise NotImplementedError
-
-    def model_ids(self) -> dict[str, str]:
-        return {}
+from mmlm_stream.models.registry import enabled_roles
 
 
 def app_config(args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
@@ -61,7 +51,7 @@ def bind_encoders(config: Config, options: dict[str, dict[str, Any]]) -> dict[st
     unless the Serve config lists ``Encoders`` and not that role's name: then it shares the
     one ``Encoders`` replica with the other such roles (see ``deployments/encoder``)."""
     models = config.models.model_dump(mode="json")
-    roles = _Roles(config.models).roles
+    roles = enabled_roles(config.models)
     shared = [
         role
         for role in roles

@@ -1,4 +1,4 @@
-"""The HTTP ingress (FastAPI, SPEC section 7) of the service: ``mmlm-stream serve``.
+"""The HTTP ingress (FastAPI, contract §7) of the service: ``mmlm-stream serve``.
 
 The app is built after the constructor (``__serve_build_asgi_app__``) so its routes call a
 backend that holds this replica's handles; registered live streams resume at start-up.

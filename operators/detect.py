@@ -1,4 +1,4 @@
-"""The event engine: rules from ``EventsConfig`` turn fused windows into events (SPEC section 4).
+"""The event engine: rules from ``EventsConfig`` turn fused windows into events (contract §4).
 
 Pure: no Ray, no models. ``process`` is called once per window per source, in time order; the
 engine keeps what it needs per source (open conditions, cooldowns, recent loudness, the last

@@ -380,7 +380,7 @@ _SOUND_INDEX = _build_index(_SOUND_FAMILIES)
 SOUNDS: tuple[Sound, ...] = tuple(sound for sound, _ in _SOUND_FAMILIES)
 SOUND_BY_KEY: dict[str, Sound] = {sound.key: sound for sound in SOUNDS}
 EVENT_SOUNDS: tuple[str, ...] = ("alarm", "siren", "ring", "doorbell", "beep", "knock")
-"""Sound keys that raise ``sound`` events by default (SPEC section 4)."""
+"""Sound keys that raise ``sound`` events by default (contract §4)."""
 
 
 def parts(label: str) -> tuple[str, ...]:

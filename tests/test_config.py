@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -40,12 +41,26 @@ def test_bad_yaml_and_missing_file_are_one_line_errors(tmp_path: Path):
         load_config(tmp_path / "missing.yaml", environ={})
 
 
-def test_readme_documents_every_config_key():
-    from mmlm_stream.config.reference import rows
+def test_the_configuration_page_is_generated_from_the_current_models():
+    from mmlm_stream.config.reference import markdown
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    missing = [key for key, _, _ in rows() if f"`{key}`" not in readme]
-    assert not missing, f"README lacks: {missing} (python -m mmlm_stream.config.reference)"
+    page = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+    assert page.read_text(encoding="utf-8") == markdown(), (
+        "docs/configuration.md is stale: python -m mmlm_stream.config.reference > "
+        "docs/configuration.md"
+    )
+
+
+def test_the_configuration_page_lists_every_key_rule_field_and_built_in_rule():
+    from mmlm_stream.config.events import AnyRule, WatchQuery, default_rules
+    from mmlm_stream.config.reference import markdown, rows
+
+    page = markdown()
+    assert all(f"| `{key}` |" in page for key, _, _ in rows())
+    for model in (*get_args(AnyRule), WatchQuery):
+        fields = [name for name in model.model_fields if name != "type"]
+        assert all(f"| `{name}` |" in page for name in fields), model.__name__
+    assert all(f"| `{rule.name}` | `{rule.type}` |" in page for rule in default_rules())
 
 
 @pytest.mark.parametrize("value", ['""', '"   "', '"null"', '"~"'])

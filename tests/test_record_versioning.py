@@ -1,4 +1,4 @@
-"""Record versioning (SPEC section 4): lenient reading across /1 versions, strict building."""
+"""Record versioning (contract §4): lenient reading across /1 versions, strict building."""
 
 from __future__ import annotations
 

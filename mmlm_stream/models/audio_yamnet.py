@@ -39,9 +39,7 @@ import csv
 import hashlib
 import importlib.util
 import logging
-import os
 import shutil
-import tempfile
 import threading
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -57,6 +55,7 @@ from mmlm_stream.operators import logmel
 from mmlm_stream.operators.loudness import clean, envelope, loudness
 from mmlm_stream.records.channels import AUDIO_SAMPLE_RATE, AudioChunk
 from mmlm_stream.records.results import AudioEncoding, AudioTags, Label, Role, TimeSpan
+from mmlm_stream.util.atomic_folder import build_folder
 
 logger = logging.getLogger(__name__)
 
@@ -408,9 +407,8 @@ def prepare_yamnet(zip_path: Path, class_map: Path, cache_dir: Path) -> YamnetFi
     if target.exists():
         logger.warning("%s is incomplete; preparing it again", target)
         shutil.rmtree(target, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".yamnet-", dir=target.parent))
-    try:
+
+    def fill(scratch: Path) -> None:
         with zipfile.ZipFile(zip_path) as archive:
             members = {Path(name).name: name for name in archive.namelist()}
             if "model.onnx" not in members or "model.data" not in members:
@@ -422,16 +420,12 @@ def prepare_yamnet(zip_path: Path, class_map: Path, cache_dir: Path) -> YamnetFi
             _with_outputs(model, facts, [YAMNET_LOGITS, YAMNET_EMBEDDING])
         )
         shutil.copyfile(class_map, scratch / "class_map.csv")
-        try:
-            os.rename(scratch, target)
-        except OSError:
-            if not files.complete():
-                raise
+
+    try:
+        if not build_folder(target, fill, complete=lambda _target: files.complete()):
             logger.debug("another process prepared %s first", target)
     except zipfile.BadZipFile as exc:
         raise MissingModel(f"{zip_path} is not a readable zip ({exc})") from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     logger.info("prepared YAMNet (%s) in %s", zip_path.name, target)
     return files
 

@@ -9,9 +9,6 @@ back through exactly the ``from_pretrained`` path the hub set uses.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mmlm_stream.models.registry import LoadContext, ModelSpec
+from mmlm_stream.util.atomic_folder import build_folder
 
 logger = logging.getLogger(__name__)
 
@@ -207,18 +205,13 @@ def ensure_tiny_clip(folder: Path) -> bool:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         model = CLIPModel(config)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-    try:
+
+    def fill(staging: Path) -> None:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         image_processor.save_pretrained(staging)
-        staging.chmod(0o755)
-        os.rename(staging, folder)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not (folder / "config.json").is_file():
-            raise
+
+    if not build_folder(folder, fill, complete=lambda built: (built / "config.json").is_file()):
         return False  # another process finished first
     logger.info("built tiny random CLIP at %s", folder)
     return True

@@ -15,9 +15,6 @@ meaningless, its types and plumbing are real.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +26,7 @@ from mmlm_stream.models.detector_ssd_mobilenet import COCO_LABELS
 from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.records.channels import Frame
 from mmlm_stream.records.results import Detection, DetectionResult, Role
+from mmlm_stream.util.atomic_folder import build_folder
 
 logger = logging.getLogger(__name__)
 
@@ -192,17 +190,12 @@ def build_tiny(folder: Path) -> Path:
         torch.manual_seed(0)
         model = RTDetrForObjectDetection(config).eval()
     processor = RTDetrImageProcessor(size={"height": TINY_INPUT, "width": TINY_INPUT})
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+
+    def fill(staging: Path) -> None:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        os.replace(staging, folder)
-    except OSError:
-        if not _tiny_is_built(folder):
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    build_folder(folder, fill, complete=_tiny_is_built)
     logger.info("built tiny detector in %s", folder)
     return folder
 

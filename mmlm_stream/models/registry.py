@@ -129,6 +129,18 @@ def roles_of(set_name: str) -> list[Role]:
     return list(MODEL_SETS[set_name])
 
 
+def enabled_roles(models: ModelsConfig) -> list[Role]:
+    """The roles that run: the four every set fills, then OCR and the detector where the set
+    has them and the config leaves them on. The one statement of this rule: the analysis,
+    the Serve application and the Kubernetes rendering all ask here."""
+    available = set(roles_of(models.set))
+    optional = [
+        (Role.OCR, models.ocr.enabled),
+        (Role.DETECTOR, models.detector.enabled),
+    ]
+    return [*REQUIRED_ROLES] + [role for role, on in optional if on and role in available]
+
+
 def _spec(target: str) -> ModelSpec:
     module_name, attribute = target.split(":")
     module = importlib.import_module(f"mmlm_stream.models.{module_name}")

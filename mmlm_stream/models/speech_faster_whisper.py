@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -46,6 +45,7 @@ from mmlm_stream.operators.speech_packing import (
     words_to_segments,
 )
 from mmlm_stream.records.results import Role, TranscriptSegment, Word
+from mmlm_stream.util.atomic_folder import build_folder
 from mmlm_stream.util.errors import ConfigError, MmlmError
 from mmlm_stream.util.file_lock import exclusive
 
@@ -139,8 +139,8 @@ def assemble_whisper_base(cache_dir: Path) -> Path:
             logger.warning("rebuilding %s: %s", target, problem)
         sources = [_package_data(package) for package in BASE_PACKAGES]
         started = time.perf_counter()
-        staging = Path(tempfile.mkdtemp(prefix=f".{BASE_FOLDER}-", dir=cache_dir))
-        try:
+
+        def fill(staging: Path) -> None:
             with (staging / "model.bin").open("wb") as out:
                 for source, part in zip(sources, BASE_PARTS, strict=True):
                     if not (source / part).is_file():
@@ -155,14 +155,9 @@ def assemble_whisper_base(cache_dir: Path) -> Path:
             problem = verify_whisper_base(staging)
             if problem is not None:
                 raise WeightsError(f"assembled weights fail verification ({problem})")
-            if target.exists():
-                stale = Path(tempfile.mkdtemp(prefix=f".{BASE_FOLDER}-stale-", dir=cache_dir))
-                target.rename(stale / BASE_FOLDER)
-                shutil.rmtree(stale, ignore_errors=True)
-            staging.chmod(0o755)  # mkdtemp makes it private; the cache is not
-            staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+        # Under the lock no other builder runs: whatever is at target is stale and moves aside.
+        build_folder(target, fill, complete=lambda _target: False, replace=True)
         logger.info("assembled %s in %.1fs", target, time.perf_counter() - started)
         return target
 

@@ -19,8 +19,6 @@ its text is garbage, its types and plumbing are real.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from mmlm_stream.operators.speech_packing import (
     text_to_segment,
 )
 from mmlm_stream.records.results import Role, TranscriptSegment
+from mmlm_stream.util.atomic_folder import build_folder
 from mmlm_stream.util.errors import ConfigError
 from mmlm_stream.util.file_lock import exclusive
 
@@ -198,16 +197,12 @@ def build_tiny_whisper(folder: Path) -> Path:
         processor = WhisperProcessor(
             feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer
         )
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-        try:
+
+        def fill(staging: Path) -> None:
             model.save_pretrained(staging)
             processor.save_pretrained(staging)
-            if folder.exists():
-                shutil.rmtree(folder)
-            staging.chmod(0o755)  # mkdtemp makes it private; the cache is not
-            staging.rename(folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+        build_folder(folder, fill, complete=lambda _folder: False, replace=True)
         logger.info("saved the tiny random Whisper to %s", folder)
         return folder
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mmlm_stream.config import ModelsConfig
-from mmlm_stream.models.registry import load_encoder, roles_of
+from mmlm_stream.models.registry import enabled_roles, load_encoder
 from mmlm_stream.operators.camera_motion import View
 from mmlm_stream.operators.detector_gate import DetectorGate, Judgement
 from mmlm_stream.operators.frame_sampler import FrameSampler
@@ -81,10 +81,10 @@ class RoleEncoders(ABC):
 
     def __init__(self, models: ModelsConfig) -> None:
         self.models = models
-        roles = set(roles_of(models.set))
+        self._roles = enabled_roles(models)
         channels = {Channel.FRAMES, Channel.AUDIO, Channel.SPEECH, Channel.SUBTITLES}
-        self.ocr_on = Role.OCR in roles and models.ocr.enabled
-        self.detector_on = Role.DETECTOR in roles and models.detector.enabled
+        self.ocr_on = Role.OCR in self._roles
+        self.detector_on = Role.DETECTOR in self._roles
         if self.ocr_on:
             channels.add(Channel.OCR)
         if self.detector_on:
@@ -105,8 +105,7 @@ class RoleEncoders(ABC):
 
     @property
     def roles(self) -> list[Role]:
-        roles = [Role.FRAMES, Role.AUDIO, Role.SPEECH, Role.TEXT]
-        return roles + [Role.OCR] * self.ocr_on + [Role.DETECTOR] * self.detector_on
+        return list(self._roles)
 
     @abstractmethod
     def run(self, role: Role, items: Sequence[Any]) -> Any:

@@ -1,4 +1,4 @@
-"""Per-source output files of a batch run (SPEC section 6).
+"""Per-source output files of a batch run (contract §6).
 
 ``<source>.windows.jsonl`` and ``<source>.events.jsonl`` (one record per line),
 ``<source>.srt`` / ``<source>.vtt`` (the description track: each window's description in

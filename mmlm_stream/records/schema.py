@@ -1,4 +1,4 @@
-"""Published records (SPEC section 4): one window per stretch of time, discrete events.
+"""Published records (contract §4): one window per stretch of time, discrete events.
 
 These are the product contract: JSON, one object per line in files, a versioned
 ``schema`` field, ``published_at`` stamped when a record leaves the process.

@@ -1,4 +1,4 @@
-"""Stream state transitions of live sources as published ``stream`` events (SPEC section 4)."""
+"""Stream state transitions of live sources as published ``stream`` events (contract §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one policy every URL an API caller hands the service must pass (SPEC section 7).
+"""The one policy every URL an API caller hands the service must pass (contract §7).
 
 Why: a stream, job or webhook URL from an API caller is untrusted. Left alone, FFmpeg would
 open loopback services, the cloud metadata address or the LAN for it, listen on a port

@@ -1,4 +1,4 @@
-"""The HTTP API (SPEC section 7): a FastAPI app over a ``ServiceBackend`` and the Redis bus.
+"""The HTTP API (contract §7): a FastAPI app over a ``ServiceBackend`` and the Redis bus.
 
 ``create_app(backend, config, redis_url)`` builds it; ``mmlm-stream serve`` wraps it as the
 Serve ingress. Routes: ``/healthz``, ``/metrics``, ``/streams[/{id}]``, ``/jobs[/{id}]``,

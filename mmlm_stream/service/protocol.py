@@ -1,5 +1,5 @@
 """What the HTTP API needs from the running pipeline: the ``ServiceBackend`` protocol and the
-typed requests and answers that cross it (SPEC section 7).
+typed requests and answers that cross it (contract §7).
 
 The API (``mmlm_stream.service.api``) validates requests and enforces policy (auth, URL allowlist,
 limits) before it calls the backend, and turns the backend's errors into HTTP answers:

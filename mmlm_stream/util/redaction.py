@@ -1,4 +1,4 @@
-"""Credentials out of everything the service shows or writes (SPEC section 7).
+"""Credentials out of everything the service shows or writes (contract §7).
 
 Why: camera URLs carry passwords (``rtsp://admin:secret@cam/...``) and FFmpeg, Ray and our
 own messages repeat URLs verbatim. Every response, record, file and log line goes through
