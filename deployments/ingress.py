@@ -16,7 +16,8 @@ import numpy as np
 from fastapi import FastAPI
 from ray import serve
 
-from mmlm_stream.bus.redis_bus import NullPublisher, Publisher, RedisPublisher
+from mmlm_stream.bus.redis_bus import RedisPublisher
+from mmlm_stream.bus.transport import NullPublisher
 from mmlm_stream.config import Config
 from mmlm_stream.pipeline.jobs import AnalysisRequest, JobMessage
 from mmlm_stream.service.api import create_app
@@ -42,13 +43,15 @@ class Ingress:
         self.publisher = publisher
         self.config = Config.model_validate(config)
         self.redis_url = redis_url
-        bus: Publisher = (
+        # Redis carries this replica's own records and holds the stream registry.
+        bus: RedisPublisher | NullPublisher = (
             RedisPublisher(redis_url, self.config.redis) if redis_url else NullPublisher()
         )
         self.backend = PipelineBackend(
             self.config,
             self._run,
             self._embed,
+            bus,
             bus,
             redis_url,
             Path(jobs_dir),

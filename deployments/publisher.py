@@ -14,8 +14,9 @@ from typing import Any
 from ray import serve
 
 from mmlm_stream.bus.outbox import Outgoing
-from mmlm_stream.bus.redis_bus import NullPublisher, RedisPublisher
-from mmlm_stream.bus.redis_bus import Publisher as BusPublisher
+from mmlm_stream.bus.redis_bus import RedisPublisher
+from mmlm_stream.bus.transport import NullPublisher
+from mmlm_stream.bus.transport import Publisher as BusPublisher
 from mmlm_stream.config.bus import RedisConfig
 from mmlm_stream.records.schema import EventRecord, WindowRecord
 

@@ -23,7 +23,8 @@ from redis_fixtures import (  # noqa: F401
 )
 
 from mmlm_stream.bus.redis_bus import RedisPublisher, republish
-from mmlm_stream.bus.redis_server import RedisUnavailable, redis_server_binary
+from mmlm_stream.bus.redis_client import RedisUnavailable
+from mmlm_stream.bus.redis_server import redis_server_binary
 from mmlm_stream.config.bus import RedisConfig
 from mmlm_stream.records.channels import StreamState, StreamStatus
 from mmlm_stream.records.schema import window_id

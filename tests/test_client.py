@@ -27,13 +27,8 @@ from redis_fixtures import (  # noqa: F401
 
 from mmlm_stream.bus.client import Subscriber, format_event, run_subscribe
 from mmlm_stream.bus.redis_bus import RedisPublisher
-from mmlm_stream.bus.redis_server import (
-    STATE_FILE,
-    RedisUnavailable,
-    client_for,
-    connect,
-    ensure_embedded,
-)
+from mmlm_stream.bus.redis_client import RedisUnavailable, client_for
+from mmlm_stream.bus.redis_server import STATE_FILE, connect, ensure_embedded
 from mmlm_stream.config.bus import RedisConfig
 from mmlm_stream.records.schema import EventRecord
 from mmlm_stream.util.errors import ConfigError

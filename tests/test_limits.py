@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_api import make_client
 
-from mmlm_stream.bus.redis_bus import NullPublisher
+from mmlm_stream.bus.transport import NullPublisher
 from mmlm_stream.config import Config
 from mmlm_stream.config.api import ApiConfig
 from mmlm_stream.pipeline.jobs import AnalysisRequest, JobMessage
@@ -25,7 +25,9 @@ async def _never(request: AnalysisRequest) -> AsyncIterator[JobMessage]:
 
 def _backend(tmp_path: Path, **api: int) -> PipelineBackend:
     config = Config(api=ApiConfig(**api))
-    return PipelineBackend(config, _never, lambda texts: [], NullPublisher(), None, tmp_path)
+    return PipelineBackend(
+        config, _never, lambda texts: [], NullPublisher(), NullPublisher(), None, tmp_path
+    )
 
 
 def test_streams_past_api_max_streams_are_refused(tmp_path: Path) -> None:
@@ -76,7 +78,8 @@ def test_a_job_reads_camera_urls_once_so_the_job_limits_end_it(tmp_path: Path) -
 
     async def scenario() -> None:
         config = Config(api=ApiConfig())
-        backend = PipelineBackend(config, record, lambda texts: [], NullPublisher(), None, tmp_path)
+        bus = NullPublisher()
+        backend = PipelineBackend(config, record, lambda texts: [], bus, bus, None, tmp_path)
         job = backend.submit_job(JobRequest(inputs=["rtsp://cam.example/live"]))
         for _ in range(100):
             if backend.get_job(job.id).state not in ("queued", "running"):

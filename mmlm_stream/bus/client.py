@@ -41,14 +41,14 @@ import redis
 from redis.client import PubSub
 
 from mmlm_stream.bus.redis_bus import BusKeys
-from mmlm_stream.bus.redis_server import (
+from mmlm_stream.bus.redis_client import (
     RETRYABLE_ERRORS,
     RedisClient,
     client_for,
-    connect,
     error_reason,
     socket_timeout_of,
 )
+from mmlm_stream.bus.redis_server import connect
 from mmlm_stream.config.bus import RedisConfig
 from mmlm_stream.records.schema import EVENT_TYPES, EventRecord, UnreadableRecord, WindowRecord
 from mmlm_stream.util.backoff import Backoff

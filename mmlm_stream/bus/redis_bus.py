@@ -60,34 +60,30 @@ import re
 import secrets
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import redis
 
-from mmlm_stream.bus.redis_server import (
+from mmlm_stream.bus.redis_client import (
     RETRYABLE_ERRORS,
     RedisClient,
     RedisUnavailable,
     client_for,
     error_reason,
 )
+from mmlm_stream.bus.transport import Publisher, StateLike, StreamRegistry, _json_object, state_dict
 from mmlm_stream.config.bus import RedisConfig
-from mmlm_stream.records.channels import StreamStatus
 from mmlm_stream.records.schema import EventRecord, WindowRecord, utc_stamp
 from mmlm_stream.util.backoff import Backoff
 from mmlm_stream.util.errors import MmlmError
 from mmlm_stream.util.redaction import redact_url
 
 logger = logging.getLogger(__name__)
-
-StateLike = StreamStatus | Mapping[str, Any] | str
 
 PUBLISH_SCRIPT = """
 -- Publish one record version once. It touches only its KEYS, which on a Redis Cluster share
@@ -254,117 +250,6 @@ class BusKeys:
         )
 
 
-def _json_object(value: Mapping[str, Any] | str) -> dict[str, Any]:
-    if isinstance(value, str):
-        loaded = json.loads(value)
-        if not isinstance(loaded, dict):
-            raise ValueError("expected a JSON object")
-        return loaded
-    return dict(value)
-
-
-def state_dict(state: StateLike) -> dict[str, Any]:
-    """A stream state as a JSON object; a ``StreamStatus`` from the decoder becomes
-    ``{"state", "time", "wall", "attempt", "reason"?}``."""
-    if isinstance(state, StreamStatus):
-        out: dict[str, Any] = {
-            "state": state.state.value,
-            "time": state.time,
-            "wall": utc_stamp(state.wall),
-            "attempt": state.attempt,
-        }
-        if state.reason:
-            out["reason"] = state.reason
-        return out
-    return _json_object(state)
-
-
-class Publisher(ABC):
-    """What the pipeline hands to whatever carries its output; swap the transport, not callers."""
-
-    @abstractmethod
-    def publish_window(self, record: WindowRecord) -> int:
-        """Hand over a window; never blocks on the transport. Returns its sequence number."""
-
-    @abstractmethod
-    def publish_event(self, record: EventRecord) -> int:
-        """Hand over an event version (ongoing or closing); never blocks on the transport."""
-
-    @abstractmethod
-    def set_stream_state(self, source: str, state: StateLike) -> int:
-        """Record a live stream's state and announce it (kind ``status``)."""
-
-    @abstractmethod
-    def register_stream(self, source: str, info: Mapping[str, Any] | str) -> None:
-        """Add (or update) a live stream in the registry; keeps its last state."""
-
-    @abstractmethod
-    def unregister_stream(self, source: str) -> None:
-        """Remove a live stream from the registry."""
-
-    @abstractmethod
-    def streams(self) -> dict[str, dict[str, Any]]:
-        """Registered streams: source -> registration info plus ``state``."""
-
-    def open_events(self, source: str, scan: int = 1000) -> list[EventRecord]:
-        """Events of ``source`` still open (their latest version ongoing) among its last
-        ``scan`` entries: what an analysis that died with its supervisor left open."""
-        return []
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything handed over has been delivered; False on timeout."""
-        return True
-
-    def wait_delivered(self, seq: int, timeout: float | None = None) -> bool:
-        """Wait until everything up to sequence number ``seq`` was delivered (or given up
-        by a documented policy); False on timeout."""
-        return self.flush(timeout)
-
-    def healthy(self) -> bool:
-        """Whether records handed over can still reach the transport (for /healthz)."""
-        return True
-
-    @abstractmethod
-    def close(self) -> None:
-        """Deliver what is held (within the transport's limit) and release resources."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class NullPublisher(Publisher):
-    """Publishes nothing: for runs without a bus, so callers need no ``if publisher``."""
-
-    def publish_window(self, record: WindowRecord) -> int:
-        return 0
-
-    def publish_event(self, record: EventRecord) -> int:
-        return 0
-
-    def set_stream_state(self, source: str, state: StateLike) -> int:
-        return 0
-
-    def register_stream(self, source: str, info: Mapping[str, Any] | str) -> None:
-        pass
-
-    def unregister_stream(self, source: str) -> None:
-        pass
-
-    def streams(self) -> dict[str, dict[str, Any]]:
-        return {}
-
-    def close(self) -> None:
-        pass
-
-
 @dataclass(slots=True)
 class _Item:
     seq: int
@@ -487,7 +372,7 @@ def _memory_note(client: RedisClient) -> str:
     )
 
 
-class RedisPublisher(Publisher):
+class RedisPublisher(Publisher, StreamRegistry):
     """The Redis transport (module docstring). Thread-safe; one background sender thread.
 
     Metrics, as attributes: ``published`` (versions added to the streams), ``announced``

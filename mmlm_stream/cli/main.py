@@ -106,7 +106,8 @@ def cmd_decode(args: argparse.Namespace, config: Config) -> int:
 
 def _redis_url(config: Config, embedded: bool) -> str | None:
     """The Redis to publish to; None (with a one-line warning) when none can be reached."""
-    from mmlm_stream.bus.redis_server import RedisUnavailable, connect
+    from mmlm_stream.bus.redis_client import RedisUnavailable
+    from mmlm_stream.bus.redis_server import connect
 
     try:
         endpoint = connect(config.redis, embedded, on_notice=lambda line: print(line))

@@ -58,15 +58,13 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from starlette.exceptions import HTTPException
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mmlm_stream.bus.client import EVENT_TYPES
 from mmlm_stream.bus.redis_bus import BusKeys
-from mmlm_stream.bus.redis_server import error_reason
+from mmlm_stream.bus.redis_client import async_client_for, error_reason
 from mmlm_stream.config.api import ApiConfig
 from mmlm_stream.config.bus import RedisConfig
 from mmlm_stream.security.host_header import HostHeaderCheck
@@ -401,23 +399,14 @@ def _sse_message(entry_id: str, raw: str | None, types: frozenset[str] | None) -
 
 
 def _async_client(url: str, redis_config: RedisConfig, read_timeout_s: float) -> aioredis.Redis:
-    """A connection for one SSE client: the bus's TLS settings, no hidden retries, a read
-    timeout longer than one blocking read."""
-    kwargs: dict[str, Any] = {
-        "decode_responses": True,
-        "socket_connect_timeout": redis_config.connect_timeout_s,
-        "socket_timeout": read_timeout_s,
-        "socket_keepalive": True,
-        "retry": Retry(NoBackoff(), 0),
-        "client_name": _SSE_CLIENT_NAME,
-    }
-    if urlsplit(url).scheme == "rediss":
-        kwargs["ssl_cert_reqs"] = redis_config.ssl_cert_reqs
-        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
-            value = getattr(redis_config, name)
-            if value is not None:
-                kwargs[name] = str(value)
-    return aioredis.Redis.from_url(url, **kwargs)
+    """A connection for one SSE client: a read timeout longer than one blocking read."""
+    return async_client_for(
+        url,
+        redis_config,
+        socket_timeout=read_timeout_s,
+        client_name=_SSE_CLIENT_NAME,
+        decode_responses=True,
+    )
 
 
 class _EventFeed:

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import redis.asyncio as aioredis
 
-from mmlm_stream.bus.redis_bus import Publisher
+from mmlm_stream.bus.redis_bus import BusKeys
+from mmlm_stream.bus.redis_client import async_client_for
+from mmlm_stream.bus.transport import Publisher, StreamRegistry
 from mmlm_stream.config import Config
 from mmlm_stream.operators.source import assign_source_ids, resolve_source
 from mmlm_stream.pipeline.jobs import (
@@ -133,6 +134,7 @@ class PipelineBackend:
         run: Run,
         embed: Embed,
         bus: Publisher,
+        registry: StreamRegistry,
         redis_url: str | None,
         jobs_dir: Path,
         encoder_stats: Callable[[], Awaitable[dict[str, dict[str, Any]]]] | None = None,
@@ -143,6 +145,7 @@ class PipelineBackend:
         self.run = run
         self.embed = embed
         self.bus = bus
+        self.registry = registry
         self.redis_url = redis_url
         self.jobs_dir = jobs_dir
         self.encoder_stats = encoder_stats
@@ -167,7 +170,7 @@ class PipelineBackend:
 
     async def _reconcile(self) -> int:
         try:
-            registered = await asyncio.to_thread(self.bus.streams)
+            registered = await asyncio.to_thread(self.registry.streams)
         except MmlmError as exc:
             logger.warning("registry not readable (%s); streams keep running", exc)
             return 0
@@ -204,7 +207,7 @@ class PipelineBackend:
         reason = "service restarted"
         try:
             stream.open_events = {
-                e.id: e for e in await asyncio.to_thread(self.bus.open_events, stream.id)
+                e.id: e for e in await asyncio.to_thread(self.registry.open_events, stream.id)
             }
         except MmlmError as exc:
             logger.warning("stream %s: open events not readable (%s)", stream.id, exc)
@@ -227,7 +230,7 @@ class PipelineBackend:
         if redact_url(url) != url:
             entry["spec"]["url"] = redact_url(url)
             entry["sealed_url"] = self.sealer.seal(url)
-        await asyncio.to_thread(self.bus.register_stream, stream.id, entry)
+        await asyncio.to_thread(self.registry.register_stream, stream.id, entry)
 
     # -- streams ---------------------------------------------------------------------------
 
@@ -263,7 +266,7 @@ class PipelineBackend:
         if stream.task is not None:
             stream.task.cancel()
         try:
-            await asyncio.to_thread(self.bus.unregister_stream, stream_id)
+            await asyncio.to_thread(self.registry.unregister_stream, stream_id)
         finally:
             del self.streams[stream_id]  # only now: the reconciler must not start it again
         self.metrics.remove_stream(stream_id)
@@ -485,13 +488,16 @@ class PipelineBackend:
     async def _recent_windows(self, source: str | None) -> list[WindowRecord]:
         if self.redis_url is None:
             return []
-        prefix = self.config.redis.prefix
-        client = aioredis.from_url(self.redis_url)
+        keys_of = BusKeys(self.config.redis.prefix, self.config.redis.cluster)
+        client = async_client_for(
+            self.redis_url, self.config.redis, socket_timeout=self.config.redis.socket_timeout_s
+        )
         try:
             if source is not None:
-                keys = [f"{prefix}:windows:{source}"]
+                keys = [keys_of.windows(source)]
             else:
-                keys = [k.decode() async for k in client.scan_iter(f"{prefix}:windows:*")]
+                pattern = f"{self.config.redis.prefix}:windows:*"
+                keys = [k.decode() async for k in client.scan_iter(pattern)]
             windows = []
             for key in keys:
                 for _, fields in await client.xrevrange(key, count=SEARCH_WINDOWS_PER_SOURCE):
