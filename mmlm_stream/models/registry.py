@@ -142,9 +142,12 @@ def enabled_roles(models: ModelsConfig) -> list[Role]:
 
 
 def _spec(target: str) -> ModelSpec:
+    """``"module:ATTRIBUTE"``: a module of this folder by its name, or any importable module
+    by its dotted path, so a model in another package joins a set by one line."""
     module_name, attribute = target.split(":")
-    module = importlib.import_module(f"mmlm_stream.models.{module_name}")
-    return getattr(module, attribute)
+    if "." not in module_name:
+        module_name = f"mmlm_stream.models.{module_name}"
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 def spec_for(set_name: str, role: Role, device: str = "cpu") -> ModelSpec | None:
