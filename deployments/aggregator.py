@@ -52,13 +52,12 @@ class SourceAggregatorActor:
     def __init__(
         self,
         source: str,
-        config: dict[str, Any],
+        cfg: Config,
         channels: list[str],
         model_ids: dict[str, str],
         live: bool,
         text_handle: Any,
     ) -> None:
-        cfg = Config.model_validate(config)
         text = _RemoteText(text_handle, model_ids.get("text", "text"), 0)
         scorer = TextQueryScorer(text) if cfg.events.queries else None
         head = load_head(cfg.fusion.head) if cfg.fusion.head else None
@@ -164,7 +163,7 @@ def aggregator_factory(
     def make(live: bool, wall_of: Callable[[float], datetime | None] | None) -> RemoteAggregation:
         args = (
             source,
-            config.model_dump(mode="json"),
+            config,
             sorted(c.value for c in channels),
             model_ids,
             live,

@@ -125,7 +125,7 @@ class Decoder:
         self.trimmer = IdleTrimmer().start()
 
     async def analyse(self, request: AnalysisRequest) -> AsyncIterator[JobMessage]:
-        config = Config.model_validate(request.config)
+        config = request.config
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[JobMessage | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
         stop = threading.Event()

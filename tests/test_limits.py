@@ -89,4 +89,4 @@ def test_a_job_reads_camera_urls_once_so_the_job_limits_end_it(tmp_path: Path) -
 
     asyncio.run(scenario())
     assert len(seen) == 1 and seen[0].untrusted
-    assert seen[0].config["decode"]["live"] is False
+    assert seen[0].config.decode.live is False

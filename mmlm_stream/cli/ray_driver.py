@@ -343,9 +343,9 @@ def _request(spec: SourceSpec, config: Config) -> AnalysisRequest:
     """The request for one input. A joined service's replicas run in another working
     directory, so there a relative path (the input's, the config's) is made absolute."""
     if _JOINED is None:
-        return AnalysisRequest(spec.url, spec.source_id, config.model_dump(mode="json"))
+        return AnalysisRequest(spec.url, spec.source_id, config)
     target = os.path.abspath(spec.url) if spec.path is not None else spec.url
-    return AnalysisRequest(target, spec.source_id, absolute_paths(config).model_dump(mode="json"))
+    return AnalysisRequest(target, spec.source_id, absolute_paths(config))
 
 
 async def _describe_one(

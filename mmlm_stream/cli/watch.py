@@ -45,7 +45,7 @@ def watch(
     spec = resolve_source(url, source_id)
     driver.start_ray(address)
     handle = driver.run_app(config, None, redis_url)
-    request = AnalysisRequest(spec.url, spec.source_id, config.model_dump(mode="json"))
+    request = AnalysisRequest(spec.url, spec.source_id, config)
 
     def emit(record: WindowRecord | EventRecord) -> None:
         out.write((record.to_json() if as_json else _line(record)) + "\n")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from mmlm_stream.config import Config
 from mmlm_stream.pipeline.aggregate import WindowOutput
 from mmlm_stream.pipeline.analysis import AnalysisResult
 from mmlm_stream.records.schema import EventRecord
@@ -13,11 +13,13 @@ from mmlm_stream.records.schema import EventRecord
 @dataclass(frozen=True)
 class AnalysisRequest:
     """One input to analyse; ``untrusted``: an API caller named it, so it is opened under
-    the URL policy of ``config['api']`` (``mmlm_stream.security.url_policy``)."""
+    the URL policy of ``config.api`` (``mmlm_stream.security.url_policy``). The config
+    travels as the validated model (Ray pickles it), not as a dict validated again on
+    arrival."""
 
     target: str
     source_id: str
-    config: dict[str, Any]
+    config: Config
     untrusted: bool = False
 
 

@@ -277,14 +277,13 @@ class PipelineBackend:
         except KeyError:
             raise NotFound(f"no stream '{stream_id}'") from None
 
-    def _stream_config(self, spec: StreamSpec) -> dict[str, Any]:
+    def _stream_config(self, spec: StreamSpec) -> Config:
         update: dict[str, Any] = {"live": True}
         if spec.loop:
             update |= {"loop": True, "realtime": True}
         if spec.frame_fps is not None:
             update["frame_fps"] = spec.frame_fps
-        decode = self.config.decode.model_copy(update=update)
-        return self.config.model_copy(update={"decode": decode}).model_dump(mode="json")
+        return self._with_decode(update)
 
     def _start(self, stream: _Stream) -> None:
         self.streams[stream.id] = stream
@@ -429,11 +428,16 @@ class PipelineBackend:
         job.state = "failed" if failed == len(job.inputs) else "partial" if failed else "done"
         job.finished_at = utc_stamp()
 
-    def _job_config(self) -> dict[str, Any]:
+    def _job_config(self) -> Config:
         """A job reads each input once, live schemes included (no reconnecting), so the job
         limits (``jobs.*``) bound it and a camera URL submitted as a job ends."""
-        decode = self.config.decode.model_copy(update={"live": False, "loop": False})
-        return self.config.model_copy(update={"decode": decode}).model_dump(mode="json")
+        return self._with_decode({"live": False, "loop": False})
+
+    def _with_decode(self, update: dict[str, Any]) -> Config:
+        """The service's config with ``decode`` keys changed, validated here, where it is
+        made, and then passed on as the model."""
+        decode = self.config.decode.model_dump() | update
+        return Config.model_validate(self.config.model_dump() | {"decode": decode})
 
     async def _describe_input(self, item: JobInput, out: Path) -> str | None:
         assert item.source is not None
