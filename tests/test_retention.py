@@ -1,9 +1,9 @@
 """Retention by time on a timer (idle sources too) and what one source-hour costs in Redis.
 
 ``measure_source_hour`` publishes one hour of a realistic always-on camera and reads what each
-kind of key costs; the README's capacity model (section Redis) quotes its figures, and
-``test_one_source_hour_costs_what_the_readme_says`` keeps them honest. Run it with ``-s`` to
-print the figures again.
+kind of key costs; the capacity model of docs/operations.md (section Redis) quotes its
+figures, and ``test_one_source_hour_costs_what_the_operations_guide_says`` keeps them honest.
+Run it with ``-s`` to print the figures again.
 """
 
 from __future__ import annotations
@@ -268,23 +268,23 @@ def measure_source_hour(url: str, config: RedisConfig | None = None) -> SourceHo
     return result
 
 
-# What the README's capacity model quotes (Redis 7.0, jemalloc, 64-bit), in bytes:
-README_STREAMS_PER_SOURCE_HOUR = 2_420_000  # a window ~1.3 KB in its stream, an event ~0.5 KB
-README_DEDUPE_PER_SOURCE_HOUR = 233_000  # ~123 B per record version remembered (1890)
-README_HASHES_PER_SOURCE_HOUR = 42_000  # ~0.7 KB per event hash (60)
-README_USED_PER_SOURCE_HOUR = 2_870_000  # INFO used_memory: the keys plus ~6% (dicts, TTLs)
+# What the capacity model in docs/operations.md quotes (Redis 7.0, jemalloc, 64-bit), in bytes:
+DOCUMENTED_STREAMS_PER_SOURCE_HOUR = 2_420_000  # a window ~1.3 KB in its stream, an event ~0.5 KB
+DOCUMENTED_DEDUPE_PER_SOURCE_HOUR = 233_000  # ~123 B per record version remembered (1890)
+DOCUMENTED_HASHES_PER_SOURCE_HOUR = 42_000  # ~0.7 KB per event hash (60)
+DOCUMENTED_USED_PER_SOURCE_HOUR = 2_870_000  # INFO used_memory: the keys plus ~6% (dicts, TTLs)
 
 
 @pytest.mark.slow
-def test_one_source_hour_costs_what_the_readme_says(redis_server: RedisServer) -> None:  # noqa: F811
+def test_one_source_hour_costs_what_the_operations_guide_says(redis_server: RedisServer) -> None:  # noqa: F811
     hour = measure_source_hour(redis_server.url)
     print(f"\n{hour} streams={hour.streams}")
     assert (hour.windows, hour.events) == (1800, 60)
     for measured, quoted in [
-        (hour.streams, README_STREAMS_PER_SOURCE_HOUR),
-        (hour.dedupe_keys, README_DEDUPE_PER_SOURCE_HOUR),
-        (hour.event_hashes, README_HASHES_PER_SOURCE_HOUR),
-        (hour.used_memory, README_USED_PER_SOURCE_HOUR),
+        (hour.streams, DOCUMENTED_STREAMS_PER_SOURCE_HOUR),
+        (hour.dedupe_keys, DOCUMENTED_DEDUPE_PER_SOURCE_HOUR),
+        (hour.event_hashes, DOCUMENTED_HASHES_PER_SOURCE_HOUR),
+        (hour.used_memory, DOCUMENTED_USED_PER_SOURCE_HOUR),
     ]:
         assert 0.75 * quoted <= measured <= 1.25 * quoted, (measured, quoted)
     # Everything the bus wrote is in those keys (allocator slack aside).

@@ -398,4 +398,4 @@ EXAMPLE_YAML = r"""events:
       min_duration_s: 2
       cooldown_s: 60
 """
-"""A complete ``events:`` section (README example; tests load it)."""
+"""A complete ``events:`` section (docs/events.md example; tests load it)."""

@@ -47,7 +47,7 @@ INGRESS_CPUS = 0.1  # as deployments/ingress.py asks; a Serve config's ray_actor
 CPU_NODE_RESOURCE = "cpu_node"
 CPU_NODE_PER_REPLICA = 0.001
 # CPU batch caps: fastest measured on CPU for frames/audio/speech/text (benchmarks/encoders.py,
-# README), local-cpu.yaml's for the detector and OCR; gpu.yaml's batches suit GPUs only.
+# docs/deployment.md), local-cpu.yaml's for the detector and OCR; gpu.yaml's batches suit GPUs only.
 CPU_MAX_BATCH = {
     "FrameEncoder": 4,
     "AudioEncoder": 8,
