@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx2 as httpx
 import pytest
@@ -25,6 +25,7 @@ from redis_fixtures import FAST, KEYS, RedisServer, event, free_port, redis_serv
 from mmlm_stream.bus.redis_bus import RedisPublisher
 from mmlm_stream.config.api import ApiConfig
 from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.records.schema import EventType
 from mmlm_stream.service.api import check_source, create_app
 from mmlm_stream.service.metrics import PipelineMetrics, window_latency_s
 from mmlm_stream.service.protocol import (
@@ -587,6 +588,14 @@ def test_the_dashboard_policy_allows_exactly_its_own_script(client: TestClient) 
     assert f"script-src 'sha256-{digest}'" in policy
     assert "connect-src 'self'" in policy
     assert "unsafe-inline" not in policy
+
+
+def test_the_dashboard_listens_for_every_event_type_of_the_record_schema(client: TestClient):
+    script = re.search(r"<script>(.*?)</script>", client.get("/").text, flags=re.DOTALL)
+    assert script is not None and "__EVENT_TYPES__" not in script.group(1)
+    listed = re.search(r"const EVENT_TYPES = \[\.\.\.(\[.*?\]), \"message\"\];", script.group(1))
+    assert listed is not None
+    assert set(json.loads(listed.group(1))) == set(get_args(EventType))
 
 
 # -- server-sent events against a real Redis -------------------------------------------------------

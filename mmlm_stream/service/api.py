@@ -534,8 +534,11 @@ def _event_types(values: list[str] | None) -> frozenset[str] | None:
 def _dashboard() -> tuple[bytes, str]:
     """The page and its Content-Security-Policy: its inline script and style are allowed by
     hash, nothing else runs, and it talks to this origin only."""
-    page = (resources.files("mmlm_stream.service") / "static" / "dashboard.html").read_bytes()
-    text = page.decode()
+    template = resources.files("mmlm_stream.service") / "static" / "dashboard.html"
+    text = template.read_text(encoding="utf-8").replace(
+        "__EVENT_TYPES__", json.dumps(sorted(EVENT_TYPES))
+    )
+    page = text.encode()
 
     def hashes(tag: str) -> str:
         blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.DOTALL)
