@@ -23,10 +23,10 @@ import ray
 
 from mmlm_stream.config import Config
 from mmlm_stream.models.fusion_head import load_head
-from mmlm_stream.operators.query import TextQueryScorer
 from mmlm_stream.pipeline.aggregate import Polled, SourceAggregator, WindowOutput
 from mmlm_stream.records.evidence import Channel, Evidence
 from mmlm_stream.records.schema import EventRecord
+from mmlm_stream.rules.query_scoring import TextQueryScorer
 from mmlm_stream.util.errors import MmlmError
 
 logger = logging.getLogger(__name__)

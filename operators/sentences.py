@@ -38,7 +38,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mmlm_stream.config.describer import DescriberConfig
-from mmlm_stream.operators.label_groups import (
+from mmlm_stream.operators.sounds import steady_noise
+from mmlm_stream.records.evidence import Channel, FusedWindow
+from mmlm_stream.records.label_groups import (
     NOISE_TAGS,
     SOUND_BY_KEY,
     SOUNDS,
@@ -51,8 +53,6 @@ from mmlm_stream.operators.label_groups import (
     plain_concept,
     sound_of,
 )
-from mmlm_stream.operators.sounds import steady_noise
-from mmlm_stream.records.evidence import Channel, FusedWindow
 from mmlm_stream.records.results import LABEL_PREFIX, AudioEncoding
 
 logger = logging.getLogger(__name__)

@@ -31,16 +31,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from mmlm_stream.operators.label_groups import (
+from mmlm_stream.operators.loudness import ENVELOPE_STEP_S
+from mmlm_stream.operators.tones import MAX_PAUSE_S, tone_pattern
+from mmlm_stream.records.evidence import HeardSound
+from mmlm_stream.records.label_groups import (
     NOISE_TAGS,
     SOUND_BY_KEY,
     ignored_sound,
     parts,
     sound_of,
 )
-from mmlm_stream.operators.loudness import ENVELOPE_STEP_S
-from mmlm_stream.operators.tones import MAX_PAUSE_S, tone_pattern
-from mmlm_stream.records.evidence import HeardSound
 from mmlm_stream.records.results import AudioEncoding, AudioTags, Label
 
 PATCH_FLOOR = 0.2

@@ -1,5 +1,4 @@
 from pathlib import Path
-from typing import get_args
 
 import pytest
 
@@ -52,12 +51,14 @@ def test_the_configuration_page_is_generated_from_the_current_models():
 
 
 def test_the_configuration_page_lists_every_key_rule_field_and_built_in_rule():
-    from mmlm_stream.config.events import AnyRule, WatchQuery, default_rules
+    from mmlm_stream.config.events import default_rules
     from mmlm_stream.config.reference import markdown, rows
+    from mmlm_stream.rules.registry import RULE_TYPES
+    from mmlm_stream.rules.watch_query import WatchQuery
 
     page = markdown()
     assert all(f"| `{key}` |" in page for key, _, _ in rows())
-    for model in (*get_args(AnyRule), WatchQuery):
+    for model in (*RULE_TYPES.values(), WatchQuery):
         fields = [name for name in model.model_fields if name != "type"]
         assert all(f"| `{name}` |" in page for name in fields), model.__name__
     assert all(f"| `{rule.name}` | `{rule.type}` |" in page for rule in default_rules())

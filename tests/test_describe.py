@@ -13,7 +13,6 @@ from pydantic import ValidationError
 
 from mmlm_stream.config.describer import DescriberConfig
 from mmlm_stream.models.describer_lm import load_generator
-from mmlm_stream.operators.label_groups import DOG, Concept, visual_concept, with_article
 from mmlm_stream.operators.sentences import (
     NOTHING,
     Describer,
@@ -25,6 +24,7 @@ from mmlm_stream.operators.sentences import (
 )
 from mmlm_stream.records.channels import SubtitleCue
 from mmlm_stream.records.evidence import FusedWindow, WindowContents
+from mmlm_stream.records.label_groups import DOG, Concept, visual_concept, with_article
 from mmlm_stream.records.results import Label, TimeSpan, TranscriptSegment
 
 CAT = (Label("Egyptian cat", 0.35), Label("tiger cat", 0.3), Label("tabby", 0.25))

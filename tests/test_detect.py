@@ -14,17 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from mmlm_stream.config.events import (
-    EXAMPLE_YAML,
-    EventsConfig,
-    KeywordRule,
-    LabelRule,
-    SceneChangeRule,
-    SoundRule,
-    SpeechRule,
-    WatchQuery,
-    default_rules,
-)
+from mmlm_stream.config.events import EXAMPLE_YAML, EventsConfig, default_rules
 from mmlm_stream.operators.detect import EventEngine
 from mmlm_stream.records.channels import SubtitleCue
 from mmlm_stream.records.evidence import Channel, FusedWindow, WindowContents
@@ -37,6 +27,12 @@ from mmlm_stream.records.results import (
     Word,
 )
 from mmlm_stream.records.schema import EventRecord, event_id
+from mmlm_stream.rules.keyword import KeywordRule
+from mmlm_stream.rules.label import LabelRule
+from mmlm_stream.rules.scene_change import SceneChangeRule
+from mmlm_stream.rules.sound import SoundRule
+from mmlm_stream.rules.speech import SpeechRule
+from mmlm_stream.rules.watch_query import WatchQuery
 
 SYNONYMS = {
     "tabby": ("tabby", "tabby cat"),

@@ -1,27 +1,33 @@
 """docs/architecture.md's extension recipes, each followed once with a toy in one file.
 
 The toy frame model (tests/extensions/toy_frames.py) joins a model set by one registry line
-and its labels reach the windows of a real analysis; the toy transport
-(tests/extensions/toy_publisher.py) receives every window and event of that analysis.
+and its labels reach the windows of a real analysis; the toy rule type
+(tests/extensions/toy_rule.py) is accepted in the config and its events come out of that
+analysis; the toy transport (tests/extensions/toy_publisher.py) receives every window and
+event of it.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from extensions.toy_publisher import ListPublisher
+from extensions.toy_rule import LevelRule
 from in_process import describe_source
 from media import write_video
 
 from mmlm_stream.bus.redis_bus import republish
-from mmlm_stream.config import Config, ModelsConfig
+from mmlm_stream.config import Config, ModelsConfig, load_config
 from mmlm_stream.models import registry
 from mmlm_stream.models.registry import MODEL_SETS, load_encoder
 from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.pipeline.encoding import LocalEncoders
 from mmlm_stream.pipeline.outputs import read_windows
 from mmlm_stream.records.results import Role
+from mmlm_stream.rules import registry as rules
+from mmlm_stream.util.errors import ConfigError
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
@@ -41,10 +47,26 @@ def toy_set(model_cache: Path):
 
 
 @pytest.fixture(scope="module")
-def described(toy_set: ModelsConfig, tmp_path_factory: pytest.TempPathFactory):
+def level_rule():
+    """The one registry line of a rule type."""
+    rules.register(LevelRule)
+    yield
+    del rules.RULE_TYPES["level"]
+
+
+@pytest.fixture(scope="module")
+def described(toy_set: ModelsConfig, level_rule, tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("recipes")
     clip = write_video(folder / "clip.mp4", duration_s=6.0)
-    config = Config(models=toy_set)
+    config = Config.model_validate(
+        {
+            "models": toy_set.model_dump(),
+            "events": {
+                "include_defaults": True,
+                "rules": [{"type": "level", "name": "any_audio", "above_dbfs": -90.0}],
+            },
+        }
+    )
     summary = describe_source(
         resolve_source(str(clip)), folder / "out", config, LocalEncoders(config.models)
     )
@@ -74,3 +96,19 @@ def test_a_transport_in_one_file_receives_every_record(described):
         w.window_id for w in read_windows(out / "clip.mp4.windows.jsonl")
     ]
     assert len(transport.events) == result.events
+
+
+def test_a_rule_type_in_one_file_is_read_from_the_config_and_gives_its_events(described):
+    _, out = described
+    events = [json.loads(line) for line in (out / "clip.mp4.events.jsonl").read_text().splitlines()]
+    mine = [e for e in events if e["type"] == "sound" and e["key"] == "level"]
+    assert len(mine) == 1  # one condition, held through the clip, closed at its end
+    assert mine[0]["start"] == 0.0 and mine[0]["end"] >= 4.0 and not mine[0]["ongoing"]
+    assert mine[0]["description"].startswith("The level is")
+
+
+def test_an_unregistered_rule_type_is_a_config_error_naming_the_known_ones(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("events:\n  rules:\n    - {type: tock, name: x}\n")
+    with pytest.raises(ConfigError, match=r"events.rules.0: .*unknown rule type 'tock'.*label"):
+        load_config(path, environ={})

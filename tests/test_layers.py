@@ -20,6 +20,7 @@ PACKAGE = ROOT / "mmlm_stream"
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("util",),
     ("records",),
+    ("rules",),
     ("config",),
     ("security",),
     ("operators",),
@@ -32,7 +33,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
 )
 LEVEL = {floor: level for level, floors in enumerate(FLOORS) for floor in floors}
 # What never enters the pure floors, whatever its level would allow.
-FORBIDDEN_THIRD_PARTY = {"operators": {"ray"}, "records": {"ray"}, "config": {"ray"}}
+FORBIDDEN_THIRD_PARTY = {floor: {"ray"} for floor in ("operators", "records", "rules", "config")}
 
 
 def _modules() -> dict[str, Path]:

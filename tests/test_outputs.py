@@ -99,7 +99,9 @@ def test_a_failed_input_leaves_an_error_file_and_is_not_done(tmp_path: Path):
 
 
 def test_live_speech_event_goes_out_before_the_transcript_completes_its_window():
-    from mmlm_stream.config.events import EventsConfig, KeywordRule, SpeechRule
+    from mmlm_stream.config.events import EventsConfig
+    from mmlm_stream.rules.keyword import KeywordRule
+    from mmlm_stream.rules.speech import SpeechRule
 
     events = EventsConfig(
         rules=[SpeechRule(name="speech"), KeywordRule(name="pkg", words=["package"])]

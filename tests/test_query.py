@@ -9,12 +9,13 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from mmlm_stream.config.events import EventsConfig, WatchQuery
+from mmlm_stream.config.events import EventsConfig
 from mmlm_stream.operators.detect import EventEngine
-from mmlm_stream.operators.query import QueryMatch, TextQueryScorer, label_names, text_match
 from mmlm_stream.records.channels import SubtitleCue
 from mmlm_stream.records.evidence import Channel, FusedWindow, WindowContents
 from mmlm_stream.records.results import FrameEncoding, Label, OcrResult, OcrText, TranscriptSegment
+from mmlm_stream.rules.query_scoring import QueryMatch, TextQueryScorer, label_names, text_match
+from mmlm_stream.rules.watch_query import WatchQuery
 
 DIM = 256
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from pydantic import BaseModel
 
 from mmlm_stream.config import Config
-from mmlm_stream.config.events import AnyRule, WatchQuery, default_rules
+from mmlm_stream.config.events import default_rules
+from mmlm_stream.rules.registry import RULE_TYPES
+from mmlm_stream.rules.watch_query import WatchQuery
 
 
 def _default(value: Any) -> str:
@@ -82,7 +84,7 @@ def markdown() -> str:
         "",
         "Each entry of `events.rules` has a `type`; these are the fields of each type.",
     ]
-    for model in (*get_args(AnyRule), WatchQuery):
+    for model in (*RULE_TYPES.values(), WatchQuery):
         title = model.model_fields["type"].default if "type" in model.model_fields else None
         heading = f"`type: {title}`" if title else "watch queries (`events.queries`)"
         summary = " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())

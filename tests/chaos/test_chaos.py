@@ -33,8 +33,8 @@ from chaos.harness import (
     standard_faults,
 )
 from mmlm_stream.config import ModelsConfig
-from mmlm_stream.deployments.app import _Roles
 from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES
+from mmlm_stream.models.registry import enabled_roles
 
 pytestmark = [
     pytest.mark.chaos,
@@ -75,7 +75,7 @@ def test_sigkill_decoder_replica(chaos: ChaosService) -> None:
 
 # The encoders the chaos service deploys (the tiny set, OCR off by default): each one killed.
 DEPLOYED = sorted(
-    (DEPLOYMENT_NAMES[role] for role in _Roles(ModelsConfig(set="tiny")).roles),
+    (DEPLOYMENT_NAMES[role] for role in enabled_roles(ModelsConfig(set="tiny"))),
     key=lambda n: (n != "TextEncoder", n),
 )
 

@@ -1,0 +1,164 @@
+"""``type: label``: a label of a modality crosses its threshold (frames, sounds, detections,
+fusion-head classes); key = the matched term, or the rule's name for a regex."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from mmlm_stream.records.evidence import FusedWindow
+from mmlm_stream.records.results import Label
+from mmlm_stream.records.schema import EventType
+from mmlm_stream.rules.base import (
+    ConditionDetector,
+    ConditionRule,
+    Context,
+    LabelModality,
+    Observation,
+    Synonyms,
+    article,
+    check_exit,
+    check_regex,
+    labels_json,
+)
+from mmlm_stream.rules.query_scoring import label_names
+
+
+class LabelRule(ConditionRule):
+    """A label of a modality crosses its threshold; key = the matched term (regex: the name)."""
+
+    type: Literal["label"] = "label"
+    modality: list[LabelModality] = Field(
+        default_factory=lambda: ["visual", "objects"],
+        description="Where to look: visual (frame labels), audio (sound tags), objects "
+        "(detections), fusion (fusion-head classes). One name or a list.",
+    )
+    label: str | None = Field(
+        None, description="A term matched as whole words against every synonym of a label."
+    )
+    labels: list[str] = Field(
+        default_factory=list, description="Several terms; each one is its own condition (key)."
+    )
+    regex: str | None = Field(
+        None, description="Case-insensitive regex searched in every synonym; key = rule name."
+    )
+    aggregate: Literal["max", "sum"] = Field(
+        "max",
+        description="Score of a term: best matching label, or the sum of all matching labels "
+        "(capped at 1) for classifiers that spread one object over a synonym family.",
+    )
+    threshold: float = Field(0.5, ge=0, le=1, description="Score that starts the condition.")
+    exit_threshold: float | None = Field(
+        None, ge=0, le=1, description="Score it must stay at or above to continue; null = same."
+    )
+    description: str | None = Field(
+        None, description="Event sentence template with {label} and {score}; null = built-in."
+    )
+
+    @field_validator("modality", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("regex")
+    @classmethod
+    def _valid_regex(cls, value: str | None) -> str | None:
+        return check_regex(value)
+
+    @model_validator(mode="after")
+    def _needs_something(self) -> LabelRule:
+        if self.label is None and not self.labels and self.regex is None:
+            raise ValueError("a label rule needs label, labels or regex")
+        if not self.modality:
+            raise ValueError("modality must name at least one modality")
+        check_exit(self.threshold, self.exit_threshold, "")
+        if self.description is not None:
+            try:
+                self.description.format(label="cat", score=0.5)
+            except (KeyError, IndexError, ValueError) as error:
+                raise ValueError(
+                    f"description may use only {{label}} and {{score}}: {error!r}"
+                ) from None
+        return self
+
+    @property
+    def terms(self) -> list[str]:
+        return list(dict.fromkeys([*([self.label] if self.label else []), *self.labels]))
+
+    def needs_text(self) -> bool:
+        return "fusion" in self.modality
+
+    def detector(self, synonyms: Synonyms | None) -> LabelDetector:
+        return LabelDetector(self, synonyms)
+
+
+def labels_of(window: FusedWindow, modality: str) -> tuple[Label, ...]:
+    return {
+        "visual": window.visual,
+        "audio": window.audio,
+        "objects": window.objects,
+        "fusion": window.extra_labels,
+    }[modality]
+
+
+class LabelDetector(ConditionDetector):
+    def __init__(self, rule: LabelRule, synonyms: Synonyms | None) -> None:
+        self.rule = rule
+        super().__init__(rule)
+        self.type: EventType = "fusion" if set(rule.modality) == {"fusion"} else "label"
+        self.enter = rule.threshold
+        self.exit = rule.threshold if rule.exit_threshold is None else rule.exit_threshold
+        self.terms = [
+            (term, re.compile(r"(?<!\w)" + re.escape(term) + r"(?!\w)", re.IGNORECASE))
+            for term in rule.terms
+        ]
+        self.regex = re.compile(rule.regex, re.IGNORECASE) if rule.regex else None
+        self._synonyms = synonyms
+        self._names: dict[tuple[str, bool], tuple[str, ...]] = {}
+
+    def names(self, label: str, modality: str) -> tuple[str, ...]:
+        key = (label, modality == "visual")
+        if key not in self._names:
+            if len(self._names) > 65536:
+                self._names.clear()
+            self._names[key] = label_names(label, self._synonyms if key[1] else None)
+        return self._names[key]
+
+    def observe(self, ctx: Context) -> dict[str, Observation]:
+        window = ctx.window
+        found: dict[str, dict[str, list[Label]]] = {}
+        for modality in self.rule.modality:
+            for label in labels_of(window, modality):
+                names = self.names(label.label, modality)
+                keys = [t for t, p in self.terms if any(p.search(n) for n in names)]
+                if self.regex is not None and any(self.regex.search(n) for n in names):
+                    keys.append(self.name)
+                for key in keys:
+                    found.setdefault(key, {}).setdefault(modality, []).append(label)
+        return {key: self._observation(window, key, hits) for key, hits in found.items()}
+
+    def _observation(
+        self, window: FusedWindow, key: str, hits: dict[str, list[Label]]
+    ) -> Observation:
+        def pooled(labels: list[Label]) -> float:
+            scores = [lb.score for lb in labels]
+            return min(1.0, sum(scores)) if self.rule.aggregate == "sum" else max(scores)
+
+        score = max(pooled(labels) for labels in hits.values())
+        top = max((lb for labels in hits.values() for lb in labels), key=lambda lb: lb.score)
+        shown = top.label if key == self.name and self.regex is not None else key
+        modalities = set(hits)
+        if self.rule.description is not None:
+            text = self.rule.description.format(label=shown, score=score)
+        elif modalities == {"audio"}:
+            text = f"{shown[:1].upper()}{shown[1:]} is heard."
+        elif modalities == {"fusion"}:
+            text = f"{article(shown)} {shown} is detected."
+        else:
+            text = f"{article(shown)} {shown} is in view."
+        evidence = {m: {"labels": labels_json(labels)} for m, labels in hits.items()}
+        return Observation(
+            score, score >= self.enter, score >= self.exit, window.start, window.end, text, evidence
+        )
