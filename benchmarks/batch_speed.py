@@ -282,7 +282,7 @@ def plain(files: Sequence[str]) -> None:
     import av
     from faster_whisper import WhisperModel
 
-    from mmlm_stream.config import ModelsConfig
+    from mmlm_stream.config.models import ModelsConfig
     from mmlm_stream.models import speech_faster_whisper
     from mmlm_stream.models.registry import load_encoder, resolve
     from mmlm_stream.records.channels import AudioChunk, Frame

@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from mmlm_stream.config import DecodeConfig
+from mmlm_stream.config.decode import DecodeConfig
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.operators.frame_sampler import output_size
 

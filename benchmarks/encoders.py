@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mmlm_stream.cli.sample import write_sample
-from mmlm_stream.config import ModelsConfig
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models.registry import load_encoder
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.records.channels import AudioChunk, Frame, SubtitleCue

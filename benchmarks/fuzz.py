@@ -43,7 +43,9 @@ from fuzz.worker import DecodeWorker  # noqa: E402
 from media import mpegts_bytes  # noqa: E402
 
 from mmlm_stream.cli import ray_driver as driver  # noqa: E402
-from mmlm_stream.config import Config, JobsConfig, ModelsConfig  # noqa: E402
+from mmlm_stream.config import Config  # noqa: E402
+from mmlm_stream.config.jobs import JobsConfig  # noqa: E402
+from mmlm_stream.config.models import ModelsConfig  # noqa: E402
 from mmlm_stream.util.threads import limit_threads  # noqa: E402
 
 MAX_DURATION_S = 20.0

@@ -38,9 +38,11 @@ import numpy as np
 
 from mmlm_stream.cli import ray_driver as driver
 from mmlm_stream.cli.sample import SampleInfo, write_sample
-from mmlm_stream.config import Config, DecodeConfig, ModelsConfig
+from mmlm_stream.config import Config
 from mmlm_stream.config.api import ApiConfig
 from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.config.decode import DecodeConfig
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.records.schema import EventRecord
 from mmlm_stream.util.threads import limit_threads
 

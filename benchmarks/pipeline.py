@@ -28,7 +28,9 @@ import psutil
 
 from mmlm_stream.cli import ray_driver as driver
 from mmlm_stream.cli.sample import write_sample
-from mmlm_stream.config import Config, DecodeConfig, ModelsConfig
+from mmlm_stream.config import Config
+from mmlm_stream.config.decode import DecodeConfig
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models.registry import load_encoder
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.records.channels import AudioChunk, Frame

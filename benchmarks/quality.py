@@ -184,7 +184,7 @@ def plain_whisper(cases: list[Case]) -> tuple[dict[str, list[Said]], float]:
     """One plain faster-whisper pass per file: the same weights, no gating, no packing."""
     from faster_whisper import WhisperModel
 
-    from mmlm_stream.config import ModelsConfig
+    from mmlm_stream.config.models import ModelsConfig
     from mmlm_stream.models.speech_faster_whisper import assemble_whisper_base
 
     folder = assemble_whisper_base(ModelsConfig().cache_dir)
@@ -199,7 +199,7 @@ def plain_whisper(cases: list[Case]) -> tuple[dict[str, list[Said]], float]:
 
 def plain_yamnet_alarms(cases: list[Case]) -> dict[str, list[Heard]]:
     """Windows where YAMNet's max-pooled alarm-like tags reach 0.3: the plain alarm detector."""
-    from mmlm_stream.config import ModelsConfig
+    from mmlm_stream.config.models import ModelsConfig
     from mmlm_stream.models.registry import load_encoder
     from mmlm_stream.records.channels import AudioChunk
     from mmlm_stream.records.results import Role

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from mmlm_stream.config import ModelsConfig
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models.registry import load_encoder
 from mmlm_stream.pipeline.batch_wait import BatchWait
 from mmlm_stream.pipeline.encoding import call_role_per_request

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mmlm_stream.config import FramePolicy
+from mmlm_stream.config.live import FramePolicy
 from mmlm_stream.records.channels import AudioChunk, ChannelItem, Frame
 
 

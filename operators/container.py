@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import av.error
 
-from mmlm_stream.config import DecodeConfig
+from mmlm_stream.config.decode import DecodeConfig
 from mmlm_stream.operators.audio_chunker import AudioChunker
 from mmlm_stream.operators.frame_sampler import FrameSampler, output_size, to_rgb
 from mmlm_stream.operators.guarded_io import GuardedOpener, HttpSettings, HttpStatusError

@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 
 import pysubs2
 
-from mmlm_stream.config import DecodeConfig, JobsConfig
+from mmlm_stream.config.decode import DecodeConfig
+from mmlm_stream.config.jobs import JobsConfig
 from mmlm_stream.operators.audio_chunker import AudioChunker
 from mmlm_stream.operators.container import (
     JUMP_WARNINGS,

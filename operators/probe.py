@@ -9,7 +9,7 @@ import av.error
 import pysubs2
 from pydantic import BaseModel, Field
 
-from mmlm_stream.config import DecodeConfig
+from mmlm_stream.config.decode import DecodeConfig
 from mmlm_stream.operators.container import (
     AV_TIME_BASE,
     ReadError,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mmlm_stream.config import ModelsConfig
+from mmlm_stream.config.models import ModelsConfig
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import real_speech
 
-from mmlm_stream.config import AudioModelConfig, ModelsConfig
+from mmlm_stream.config.models import AudioModelConfig, ModelsConfig
 from mmlm_stream.models import audio_yamnet
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder, resolve
 from mmlm_stream.operators import logmel

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from media import Cue
 from subtitle_cases import KINDS, cue_recall, windows_of, write_cue_case
 
-from mmlm_stream.config import Config, DecodeConfig
+from mmlm_stream.config import Config
+from mmlm_stream.config.decode import DecodeConfig
 from mmlm_stream.operators.container import read_embedded_cues
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.operators.probe import probe

@@ -28,9 +28,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from mmlm_stream.cli import ray_driver as driver
-from mmlm_stream.config import Config, DecodeConfig, ModelsConfig, WindowConfig
+from mmlm_stream.config import Config
 from mmlm_stream.config.api import ApiConfig
 from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.config.decode import DecodeConfig
+from mmlm_stream.config.models import ModelsConfig
+from mmlm_stream.config.window import WindowConfig
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")  # Debian's chromium-driver, same version

@@ -25,7 +25,7 @@ from media import (
     write_zero_byte,
 )
 
-from mmlm_stream.config import DecodeConfig
+from mmlm_stream.config.decode import DecodeConfig
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.records.channels import AudioChunk, DecodeWarning, Frame, StreamStatus, SubtitleCue
 from mmlm_stream.util.errors import SourceError

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmlm_stream.config import DetectorModelConfig, ModelsConfig
+from mmlm_stream.config.models import DetectorModelConfig, ModelsConfig
 from mmlm_stream.models.detector_hf import build_tiny
 from mmlm_stream.models.detector_ssd_mobilenet import COCO_LABELS, SsdMobilenetDetector
 from mmlm_stream.models.registry import MODEL_SETS, ModelUnavailable, load_encoder

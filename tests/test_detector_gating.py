@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from scenes import camera, textured_scene, zoomed
 
-from mmlm_stream.config import DetectorModelConfig, ModelsConfig
+from mmlm_stream.config.models import DetectorModelConfig, ModelsConfig
 from mmlm_stream.pipeline.encoding import LocalEncoders, RoleEncoders
 from mmlm_stream.records.channels import Frame
 from mmlm_stream.records.results import Detection, DetectionResult, FrameEncoding, Label, Role

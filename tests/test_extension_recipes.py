@@ -19,7 +19,8 @@ from in_process import describe_source
 from media import write_video
 
 from mmlm_stream.bus.redis_bus import republish
-from mmlm_stream.config import Config, ModelsConfig, load_config
+from mmlm_stream.config import Config, load_config
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models import registry
 from mmlm_stream.models.registry import MODEL_SETS, load_encoder
 from mmlm_stream.operators.source import resolve_source

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmlm_stream.config import FramesModelConfig, ModelsConfig, TextModelConfig
+from mmlm_stream.config.models import FramesModelConfig, ModelsConfig, TextModelConfig
 from mmlm_stream.models import clip_common
 from mmlm_stream.models.frames_efficientnet import rgb_image
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder, spec_for

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from media import TcpTsServer, mpegts_bytes, write_video
 
-from mmlm_stream.config import DecodeConfig, ReconnectConfig
+from mmlm_stream.config.decode import DecodeConfig, ReconnectConfig
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.operators.probe import probe
 from mmlm_stream.records.channels import AudioChunk, ChannelItem, Frame, StreamState, StreamStatus

@@ -10,14 +10,11 @@ from dataclasses import replace
 import pytest
 from media import TcpTsServer, mpegts_bytes
 
-from mmlm_stream.config import (
-    Config,
-    DecodeConfig,
-    FramePolicy,
-    LiveConfig,
-    ModelsConfig,
-    WindowConfig,
-)
+from mmlm_stream.config import Config
+from mmlm_stream.config.decode import DecodeConfig
+from mmlm_stream.config.live import FramePolicy, LiveConfig
+from mmlm_stream.config.models import ModelsConfig
+from mmlm_stream.config.window import WindowConfig
 from mmlm_stream.operators.backpressure import LiveQueue
 from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.pipeline.aggregate import WindowOutput

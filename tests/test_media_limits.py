@@ -21,7 +21,9 @@ from rich.console import Console
 from rich.progress import Progress
 
 from mmlm_stream.cli.ray_driver import MediaSeconds, describe
-from mmlm_stream.config import Config, DecodeConfig, JobsConfig, load_config
+from mmlm_stream.config import Config, load_config
+from mmlm_stream.config.decode import DecodeConfig
+from mmlm_stream.config.jobs import JobsConfig
 from mmlm_stream.operators.audio_chunker import AudioChunker
 from mmlm_stream.operators.container import ContainerDecoder, ReadError, select_streams
 from mmlm_stream.operators.decode import decode

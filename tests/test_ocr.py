@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from mmlm_stream.config import ModelsConfig
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models.ocr_rapidocr import MIN_SHORT_SIDE, RapidOcrReader
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder, resolve
 from mmlm_stream.records.channels import Frame

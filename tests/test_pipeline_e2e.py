@@ -13,7 +13,8 @@ from in_process import describe_source
 from subtitle_cases import caption_cps_p95
 
 from mmlm_stream.cli.sample import write_sample
-from mmlm_stream.config import Config, ModelsConfig
+from mmlm_stream.config import Config
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.pipeline.encoding import LocalEncoders
 from mmlm_stream.pipeline.outputs import read_windows

@@ -17,8 +17,9 @@ from redis_fixtures import RedisServer
 from mmlm_stream.bus.client import Subscriber
 from mmlm_stream.cli import ray_driver as driver
 from mmlm_stream.cli.sample import write_sample
-from mmlm_stream.config import Config, ModelsConfig
+from mmlm_stream.config import Config
 from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.deploy.serve_config import default_serve_config
 from mmlm_stream.deployments.app import bind_encoders
 from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES, SHARED_DEPLOYMENT

@@ -16,7 +16,8 @@ import pytest
 import real_speech
 from in_process import describe_source
 
-from mmlm_stream.config import Config, ModelsConfig
+from mmlm_stream.config import Config
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models.speech_faster_whisper import assemble_whisper_base
 from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.pipeline.encoding import LocalEncoders

@@ -20,8 +20,8 @@ import pytest
 from redis_fixtures import RedisServer, free_port
 
 from mmlm_stream.cli.main import main
-from mmlm_stream.config import DecodeConfig
 from mmlm_stream.config.api import ApiConfig
+from mmlm_stream.config.decode import DecodeConfig
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.records.channels import AudioChunk, ChannelItem, Frame, StreamState, StreamStatus

@@ -16,9 +16,11 @@ from redis_fixtures import RedisServer, free_port
 from test_ssrf import _Server
 
 from mmlm_stream.cli import ray_driver as driver
-from mmlm_stream.config import Config, DecodeConfig, WindowConfig
+from mmlm_stream.config import Config
 from mmlm_stream.config.api import ApiConfig
 from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.config.decode import DecodeConfig
+from mmlm_stream.config.window import WindowConfig
 
 pytestmark = [pytest.mark.ray, pytest.mark.redis, pytest.mark.live, pytest.mark.slow]
 

@@ -11,8 +11,11 @@ import pytest
 from redis_fixtures import free_port
 
 from mmlm_stream.cli import ray_driver as driver
-from mmlm_stream.config import Config, DecodeConfig, ModelsConfig, WindowConfig
+from mmlm_stream.config import Config
+from mmlm_stream.config.decode import DecodeConfig
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.config.paths import absolute_paths
+from mmlm_stream.config.window import WindowConfig
 from mmlm_stream.service import record as service_record
 from mmlm_stream.service.record import ServiceRecord
 

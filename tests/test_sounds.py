@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import real_sounds
 
-from mmlm_stream.config import Config, ModelsConfig
+from mmlm_stream.config import Config
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models.registry import load_encoder
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.operators.tones import ToneTracker, tone_pattern

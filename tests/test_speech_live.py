@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 from media import write_video
 
-from mmlm_stream.config import Config, DecodeConfig, ModelsConfig, WindowConfig
+from mmlm_stream.config import Config
+from mmlm_stream.config.decode import DecodeConfig
+from mmlm_stream.config.models import ModelsConfig
+from mmlm_stream.config.window import WindowConfig
 from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.pipeline.aggregate import WindowOutput
 from mmlm_stream.pipeline.analysis import SourceAnalysis

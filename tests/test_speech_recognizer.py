@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import real_speech
 
-from mmlm_stream.config import ModelsConfig, SpeechModelConfig
+from mmlm_stream.config.models import ModelsConfig, SpeechModelConfig
 from mmlm_stream.models import speech_faster_whisper, speech_whisper_hf
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder, resolve
 from mmlm_stream.records.results import Role, SpeechInput, SpeechRecognizer, TranscriptSegment

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
-from mmlm_stream.config import SpeechModelConfig
+from mmlm_stream.config.models import SpeechModelConfig
 from mmlm_stream.models.whisper_windows import PackedWhisper
 from mmlm_stream.operators.speech_packing import (
     RETRY_MIN_S,

@@ -19,8 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 from media import mpegts_bytes
 
-from mmlm_stream.config import DecodeConfig
 from mmlm_stream.config.api import ApiConfig
+from mmlm_stream.config.decode import DecodeConfig
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.security.url_policy import REFUSED, UrlPolicy, api_policy, resolve_host

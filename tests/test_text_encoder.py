@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmlm_stream.config import ModelsConfig, TextModelConfig
+from mmlm_stream.config.models import ModelsConfig, TextModelConfig
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder
 from mmlm_stream.records.results import FrameEncoder, Role, TextEncoder
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmlm_stream.config import ModelsConfig
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models import text_minilm
 from mmlm_stream.models.bert_numpy import NumpyBert, erf
 from mmlm_stream.models.registry import LoadContext, resolve
@@ -128,7 +128,7 @@ def test_numpy_path_only_for_a_local_bert_folder_on_cpu_in_float32(
 def test_default_text_model_on_cpu_never_imports_torch(tmp_path: Path) -> None:
     script = f"""
 import sys
-from mmlm_stream.config import ModelsConfig
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models.registry import load_encoder
 from mmlm_stream.records.results import Role
 models = ModelsConfig(set="default", device="cpu", cache_dir={str(tmp_path)!r})

@@ -14,8 +14,10 @@ from in_process import describe_source
 from redis_fixtures import FAST, KEYS, RedisServer, redis_server  # noqa: F401
 
 from mmlm_stream.bus.redis_bus import RedisPublisher
-from mmlm_stream.config import Config, ModelsConfig, WindowConfig
+from mmlm_stream.config import Config
 from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.config.models import ModelsConfig
+from mmlm_stream.config.window import WindowConfig
 from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.operators.window import Windower
 from mmlm_stream.pipeline.aggregate import SourceAggregator, hop_text, transcript_of

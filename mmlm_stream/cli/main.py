@@ -13,7 +13,8 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from mmlm_stream.config import Config, ModelsConfig, load_config
+from mmlm_stream.config import Config, load_config
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.records.channels import DecodeWarning, StreamStatus
 from mmlm_stream.util.errors import ConfigError, MmlmError, SourceError
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mmlm_stream.config import FramesModelConfig
+from mmlm_stream.config.models import FramesModelConfig
 from mmlm_stream.models.clip_common import (
     DEFAULT_MODEL_ID,
     HUB_HOW_TO_GET,

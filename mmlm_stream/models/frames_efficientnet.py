@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.config import FramesModelConfig, ModelsConfig
+from mmlm_stream.config.models import FramesModelConfig, ModelsConfig
 from mmlm_stream.models.registry import LoadContext, ModelSpec, load_encoder
 from mmlm_stream.records.channels import Frame
 from mmlm_stream.records.results import FrameEncoding, Label, Role, TextEncoder

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.config import FramesModelConfig
+from mmlm_stream.config.models import FramesModelConfig
 from mmlm_stream.models import frames_efficientnet as lite0
 from mmlm_stream.models.frames_efficientnet import (
     EMBEDDING_DIM,

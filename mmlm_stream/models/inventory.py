@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.config import ModelsConfig
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder, resolve, roles_of
 from mmlm_stream.records.channels import AudioChunk, Frame
 from mmlm_stream.records.results import Role, SpeechInput

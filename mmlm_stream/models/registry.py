@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmlm_stream.config import ModelsConfig, RoleConfig
+from mmlm_stream.config.models import ModelsConfig, RoleConfig
 from mmlm_stream.models.device import resolve_device, resolve_dtype
 from mmlm_stream.records.results import ROLE_PROTOCOLS, Encoder, Role
 from mmlm_stream.util.errors import ConfigError, MmlmError

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.config import SpeechModelConfig
+from mmlm_stream.config.models import SpeechModelConfig
 from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.models.whisper_windows import PackedWhisper
 from mmlm_stream.operators.speech_packing import (

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.config import SpeechModelConfig
+from mmlm_stream.config.models import SpeechModelConfig
 from mmlm_stream.operators.speech_packing import (
     BACKGROUND_ABOVE_DB,
     MAX_WORD_S,

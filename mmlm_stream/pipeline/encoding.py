@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mmlm_stream.config import ModelsConfig
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models.registry import enabled_roles, load_encoder
 from mmlm_stream.operators.camera_motion import View
 from mmlm_stream.operators.detector_gate import DetectorGate, Judgement

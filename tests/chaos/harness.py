@@ -86,18 +86,15 @@ from redis_fixtures import RedisServer, free_port  # noqa: E402
 
 from mmlm_stream.bus.client import Subscriber  # noqa: E402
 from mmlm_stream.cli import ray_driver as driver  # noqa: E402
-from mmlm_stream.config import (  # noqa: E402
-    Config,
-    DecodeConfig,
-    LiveConfig,
-    ModelsConfig,
-    ReconnectConfig,
-    SupervisorConfig,
-    WindowConfig,
-)
+from mmlm_stream.config import Config  # noqa: E402
 from mmlm_stream.config.api import ApiConfig  # noqa: E402
 from mmlm_stream.config.bus import RedisConfig  # noqa: E402
+from mmlm_stream.config.decode import DecodeConfig, ReconnectConfig  # noqa: E402
 from mmlm_stream.config.events import EventsConfig  # noqa: E402
+from mmlm_stream.config.live import LiveConfig  # noqa: E402
+from mmlm_stream.config.models import ModelsConfig  # noqa: E402
+from mmlm_stream.config.supervisor import SupervisorConfig  # noqa: E402
+from mmlm_stream.config.window import WindowConfig  # noqa: E402
 from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES  # noqa: E402
 from mmlm_stream.records.schema import utc_stamp  # noqa: E402
 

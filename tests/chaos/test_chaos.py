@@ -32,7 +32,7 @@ from chaos.harness import (
     run_fault,
     standard_faults,
 )
-from mmlm_stream.config import ModelsConfig
+from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES
 from mmlm_stream.models.registry import enabled_roles
 

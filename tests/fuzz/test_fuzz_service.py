@@ -21,7 +21,7 @@ import pytest
 from chaos.harness import ChaosService, replica_actors
 from media import mpegts_bytes
 
-from mmlm_stream.config import ModelsConfig
+from mmlm_stream.config.models import ModelsConfig
 
 from . import mutate
 from .endless import EndlessTs

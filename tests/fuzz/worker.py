@@ -50,7 +50,8 @@ def _where(exc: BaseException) -> str:
 
 
 def _decode_one(request: Mapping[str, Any]) -> dict[str, Any]:
-    from mmlm_stream.config import DecodeConfig, JobsConfig
+    from mmlm_stream.config.decode import DecodeConfig
+    from mmlm_stream.config.jobs import JobsConfig
     from mmlm_stream.operators.decode import decode
     from mmlm_stream.operators.probe import probe
     from mmlm_stream.operators.window import Windower
