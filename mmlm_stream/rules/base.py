@@ -154,6 +154,7 @@ class PointDetector:
 
     def __init__(self, rule: RuleConfig) -> None:
         self.name = rule.name
+        self.rule = rule
 
     def events(self, window: FusedWindow, state: SourceState) -> list[EventRecord]:
         raise NotImplementedError

@@ -33,9 +33,7 @@ class SceneChangeRule(RuleConfig):
 
 
 class SceneChangeDetector(PointDetector):
-    def __init__(self, rule: SceneChangeRule) -> None:
-        super().__init__(rule)
-        self.rule = rule
+    rule: SceneChangeRule
 
     def events(self, window: FusedWindow, state: SourceState) -> list[EventRecord]:
         if window.scene_change < self.rule.threshold:

@@ -36,9 +36,7 @@ class SpeechRule(RuleConfig):
 
 
 class SpeechDetector(PointDetector):
-    def __init__(self, rule: SpeechRule) -> None:
-        super().__init__(rule)
-        self.rule = rule
+    rule: SpeechRule
 
     def events(self, window: FusedWindow, state: SourceState) -> list[EventRecord]:
         """A "speech" event at each onset that follows ``min_silence_s`` without speech.
