@@ -50,8 +50,8 @@ def bind_encoders(config: Config, options: dict[str, dict[str, Any]]) -> dict[st
     """Role → bound encoder deployment. A role gets its own deployment (``DEPLOYMENT_NAMES``)
     unless the Serve config lists ``Encoders`` and not that role's name: then it shares the
     one ``Encoders`` replica with the other such roles (see ``deployments/encoder``)."""
-    models = config.models.model_dump(mode="json")
-    roles = enabled_roles(config.models)
+    models = config.models
+    roles = enabled_roles(models)
     shared = [
         role
         for role in roles
@@ -81,7 +81,7 @@ def build_app(args: dict[str, Any]) -> Application:
     if args.get("redis_url") is None:  # "" from the CLI means: do not publish
         args = {**args, "redis_url": os.environ.get("REDIS_URL")}
     publisher = Publisher.options(**options.get("Publisher", {})).bind(
-        args["redis_url"] or None, config.redis.model_dump(mode="json")
+        args["redis_url"] or None, config.redis
     )
     decoder = Decoder.options(**options.get("Decoder", {})).bind(encoders, publisher)
     if not args.get("service"):
@@ -93,7 +93,7 @@ def build_app(args: dict[str, Any]) -> Application:
         decoder,
         encoders,
         publisher,
-        config.model_dump(mode="json"),
+        config,
         args.get("redis_url"),
         jobs_dir,
     )

@@ -132,11 +132,11 @@ class _RoleQueue:
 
 @serve.deployment(max_ongoing_requests=32)
 class RoleEncoder:
-    def __init__(self, roles: str | list[str], models: dict[str, Any]) -> None:
+    def __init__(self, roles: str | list[str], models: ModelsConfig) -> None:
         limit_threads()
         names = [roles] if isinstance(roles, str) else list(roles)
         self.roles = [Role(name) for name in names]
-        self.models = ModelsConfig.model_validate(models)
+        self.models = models
         encoders = load_encoders(self.roles, self.models)
         self.trimmer = IdleTrimmer().start()
         self.queues = {role: _RoleQueue(role, encoders[role], self.trimmer) for role in self.roles}

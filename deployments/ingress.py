@@ -34,14 +34,14 @@ class Ingress:
         decoder: Any,
         encoders: dict[str, Any],
         publisher: Any,
-        config: dict[str, Any],
+        config: Config,
         redis_url: str | None,
         jobs_dir: str,
     ) -> None:
         self.decoder = decoder
         self.encoders = encoders
         self.publisher = publisher
-        self.config = Config.model_validate(config)
+        self.config = config
         self.redis_url = redis_url
         # Redis carries this replica's own records and holds the stream registry.
         bus: RedisPublisher | NullPublisher = (

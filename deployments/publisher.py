@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from ray import serve
 
@@ -25,9 +24,8 @@ MAX_ONGOING = 64
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.05}, max_ongoing_requests=MAX_ONGOING)
 class Publisher:
-    def __init__(self, url: str | None, config: dict[str, Any]) -> None:
-        cfg = RedisConfig.model_validate(config)
-        self.bus: BusPublisher = RedisPublisher(url, cfg) if url else NullPublisher()
+    def __init__(self, url: str | None, config: RedisConfig) -> None:
+        self.bus: BusPublisher = RedisPublisher(url, config) if url else NullPublisher()
         # Waiting out a Redis outage holds a thread per caller: not the loop's default pool.
         self._waiters = ThreadPoolExecutor(MAX_ONGOING, thread_name_prefix="deliver")
 
