@@ -1,6 +1,6 @@
 """Cue text and timing of the description track (``<source>.srt`` / ``.vtt``).
 
-A window's record keeps the full description (one or two sentences, ``operators/describe``):
+A window's record keeps the full description (one or two sentences, ``operators/sentences``):
 search, the API, events and subscribers read it. The track is read by a person while the
 video plays, so each cue is shorter and placed where the window's evidence is:
 
