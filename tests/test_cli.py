@@ -94,3 +94,15 @@ def test_sample_has_three_channels_matching_its_script(tmp_path: Path, capsys):
     ]
     for got, want in zip(cues, info.cues, strict=True):
         assert abs(got.start - want.start) < 0.01 and abs(got.end - want.end) < 0.01
+
+
+def test_a_local_ray_slow_to_start_is_tried_again_and_other_failures_are_not():
+    from mmlm_stream.cli.ray_driver import _slow_start
+
+    gcs = RuntimeError(
+        "Timed out waiting for file /tmp/ray/session_x/gcs_server_port_8499156ea6efc560d4"
+    )
+    raylet = Exception("The current node timed out during startup. This could happen ...")
+    assert _slow_start(gcs) and _slow_start(raylet)
+    assert not _slow_start(RuntimeError("Permission denied: /tmp/ray"))
+    assert not _slow_start(ValueError("address must be local"))

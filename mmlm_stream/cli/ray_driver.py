@@ -132,6 +132,14 @@ def _reload_ray_auth() -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
+def _slow_start(exc: BaseException) -> bool:
+    """Whether a local Ray start failed only because a process was slow to come up."""
+    text = str(exc)
+    return "timed out during startup" in text or (
+        "Timed out waiting for file" in text and "_port" in text
+    )
+
+
 def start_ray(address: str | None) -> None:
     """Join ``address`` with whatever auth the cluster uses (``RAY_AUTH_*`` as set), or
     start a private local Ray with token auth (never a stale cluster)."""
@@ -151,7 +159,8 @@ def start_ray(address: str | None) -> None:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         return
     _local_ray_auth()
-    # A busy machine (or a Ray that just shut down) can make the first start time out.
+    # A busy machine (or a Ray that just shut down) can make the first start time out: the
+    # raylet ("timed out during startup") or the GCS, whose port file never appears.
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
     for attempt in (1, 2):
         try:
@@ -163,7 +172,7 @@ def start_ray(address: str | None) -> None:
             )
             return
         except Exception as exc:
-            if attempt == 2 or "timed out during startup" not in str(exc):
+            if attempt == 2 or not _slow_start(exc):
                 raise
             logger.warning("local Ray did not start in time; trying once more")
             ray.shutdown()
