@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmlm_stream.records.modality import Modality
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -286,7 +288,6 @@ def plain(files: Sequence[str]) -> None:
     from mmlm_stream.models import speech_faster_whisper
     from mmlm_stream.models.registry import load_encoder, resolve
     from mmlm_stream.records.channels import AudioChunk, Frame
-    from mmlm_stream.records.results import Role
     from mmlm_stream.util.threads import limit_threads
 
     limit_threads(len(os.sched_getaffinity(0)))
@@ -300,10 +301,10 @@ def plain(files: Sequence[str]) -> None:
         clock = now
 
     models = ModelsConfig()
-    frames_model = load_encoder(Role.FRAMES, models)
-    detector = load_encoder(Role.DETECTOR, models)
-    audio_model = load_encoder(Role.AUDIO, models)
-    speech_ctx = resolve(Role.SPEECH, models).context  # type: ignore[union-attr]
+    frames_model = load_encoder(Modality.VISUAL, models)
+    detector = load_encoder(Modality.OBJECTS, models)
+    audio_model = load_encoder(Modality.AUDIO, models)
+    speech_ctx = resolve(Modality.SPEECH, models).context  # type: ignore[union-attr]
     folder, _ = speech_faster_whisper._model_folder(speech_ctx)
     cores = len(os.sched_getaffinity(0))
     whisper = WhisperModel(str(folder), device="cpu", compute_type="int8", cpu_threads=cores)

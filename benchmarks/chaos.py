@@ -9,7 +9,7 @@ faults, in order: SIGKILL of the Decoder replica, of each encoder replica deploy
 replica while it holds a backlog (``CLIENT PAUSE WRITE`` first, killed once each stream has 2
 windows waiting);
 redis-server stopped 60 s (restarted on the same port, without persistence); ``CLIENT PAUSE``
-10 s; cam1's source gone 60 s (over 1,100 reconnect attempts, counted); the FrameEncoder
+10 s; cam1's source gone 60 s (over 1,100 reconnect attempts, counted); the VisualEncoder
 replica hung (SIGSTOP) 20 s; cam1 cut off every second for 15 s; a newer producer's event
 type and an unreadable entry in the events stream (the audit group delivers the one and
 dead-letters the other).

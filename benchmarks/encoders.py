@@ -1,10 +1,10 @@
 """Encoder throughput at batch 1 vs. the configured batch size, and cost per second of video.
 
-For each role of the default set (CPU): items per second at batch 1 and at the role's
+For each modality of the default set (CPU): items per second at batch 1 and at the modality's
 configured ``batch_size``, measured in the same run on the same inputs, and the CPU time
 (process time, all threads) per second of video at default sampling: frames at 1 fps,
 audio continuous, speech and text as found in the bundled sample. Last line:
-``encoder_batch_gain=<min over enabled roles of batched / batch-1 throughput>``.
+``encoder_batch_gain=<min over enabled modalities of batched / batch-1 throughput>``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models.registry import load_encoder
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.records.channels import AudioChunk, Frame, SubtitleCue
-from mmlm_stream.records.results import Role, SpeechInput
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import SpeechInput
 
 
 @dataclass
@@ -86,35 +87,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         inputs = sample_inputs(Path(tmp))
     rows = []
-    audio = load_encoder(Role.AUDIO, models)
+    audio = load_encoder(Modality.AUDIO, models)
     inputs.speech = speech_from(inputs.chunks, audio.encode(inputs.chunks))
     speech_seconds = sum(s.end - s.start for s in inputs.speech)
     per_video_second = {
-        # items of each role per second of video at default sampling
-        Role.FRAMES: len(inputs.frames) / inputs.seconds,
-        Role.AUDIO: len(inputs.chunks) / inputs.seconds,
-        Role.SPEECH: len(inputs.speech) / inputs.seconds,
-        Role.TEXT: (len(inputs.texts) + len(inputs.speech)) / inputs.seconds,
+        # items of each modality per second of video at default sampling
+        Modality.VISUAL: len(inputs.frames) / inputs.seconds,
+        Modality.AUDIO: len(inputs.chunks) / inputs.seconds,
+        Modality.SPEECH: len(inputs.speech) / inputs.seconds,
+        Modality.TEXT: (len(inputs.texts) + len(inputs.speech)) / inputs.seconds,
     }
-    work: dict[Role, tuple[Call, Sequence[Any]]] = {
-        Role.FRAMES: (load_encoder(Role.FRAMES, models).encode, inputs.frames),
-        Role.AUDIO: (audio.encode, inputs.chunks),
-        Role.SPEECH: (load_encoder(Role.SPEECH, models).transcribe, inputs.speech),
-        Role.TEXT: (load_encoder(Role.TEXT, models).embed, inputs.texts * 4),
+    work: dict[Modality, tuple[Call, Sequence[Any]]] = {
+        Modality.VISUAL: (load_encoder(Modality.VISUAL, models).encode, inputs.frames),
+        Modality.AUDIO: (audio.encode, inputs.chunks),
+        Modality.SPEECH: (load_encoder(Modality.SPEECH, models).transcribe, inputs.speech),
+        Modality.TEXT: (load_encoder(Modality.TEXT, models).embed, inputs.texts * 4),
     }
-    for role, (call, items) in work.items():
-        batch = getattr(models, role.value).batch_size
+    for modality, (call, items) in work.items():
+        batch = getattr(models, modality.value).batch_size
         one_rate, _ = rate(call, items, 1)
         many_rate, many_cpu = rate(call, items, batch)
         rows.append(
             {
-                "role": role.value,
+                "modality": modality.value,
                 "items": len(items),
                 "batch": batch,
                 "per_s_batch1": round(one_rate, 2),
                 "per_s_batched": round(many_rate, 2),
                 "gain": round(many_rate / one_rate, 2),
-                "cpu_ms_per_video_s": round(many_cpu * per_video_second[role], 1),
+                "cpu_ms_per_video_s": round(many_cpu * per_video_second[modality], 1),
             }
         )
     print(
@@ -123,12 +124,12 @@ def main() -> None:
         f"({speech_seconds:.1f}s), {len(inputs.texts)} subtitle cues"
     )
     print(
-        f"{'role':<8} {'batch':>5} {'items/s b=1':>12} {'items/s batched':>16} {'gain':>6} "
+        f"{'modality':<8} {'batch':>5} {'items/s b=1':>12} {'items/s batched':>16} {'gain':>6} "
         f"{'CPU ms per video s':>19}"
     )
     for row in rows:
         print(
-            f"{row['role']:<8} {row['batch']:>5} {row['per_s_batch1']:>12} "
+            f"{row['modality']:<8} {row['batch']:>5} {row['per_s_batch1']:>12} "
             f"{row['per_s_batched']:>16} {row['gain']:>6} {row['cpu_ms_per_video_s']:>19}"
         )
     total = sum(row["cpu_ms_per_video_s"] for row in rows)

@@ -19,7 +19,7 @@ import numpy as np
 from mmlm_stream.config import Config
 from mmlm_stream.pipeline.aggregate import SourceAggregator
 from mmlm_stream.records.channels import SubtitleCue
-from mmlm_stream.records.evidence import Channel
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.results import (
     AudioEncoding,
     FrameEncoding,
@@ -28,24 +28,24 @@ from mmlm_stream.records.results import (
     TranscriptSegment,
 )
 
-CHANNELS = frozenset({Channel.FRAMES, Channel.AUDIO, Channel.SPEECH, Channel.SUBTITLES})
+CHANNELS = frozenset({Modality.VISUAL, Modality.AUDIO, Modality.SPEECH, Modality.SUBTITLES})
 VISUAL = ["tabby", "Egyptian cat", "espresso", "missile", "tripod", "car wheel", "bobsled"]
 AUDIO = ["Speech", "Music", "Silence", "Beep, bleep", "Alarm", "Vehicle", "Dog"]
 
 
-def synthetic(seconds: int, seed: int = 0) -> list[tuple[float, Channel, object]]:
+def synthetic(seconds: int, seed: int = 0) -> list[tuple[float, Modality, object]]:
     """Encoder results in arrival order: scenes of 20-60 s, speech and cues now and then."""
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
     scene_vectors = nrng.normal(size=(16, 1280)).astype(np.float32)
-    items: list[tuple[float, Channel, object]] = []
+    items: list[tuple[float, Modality, object]] = []
     scene, next_cut = 0, rng.uniform(20, 60)
     for t in range(seconds):
         if t >= next_cut:
             scene, next_cut = rng.randrange(16), t + rng.uniform(20, 60)
         embedding = scene_vectors[scene] + 0.1 * nrng.normal(size=1280).astype(np.float32)
         labels = tuple(Label(VISUAL[(scene + k) % len(VISUAL)], 0.5 / (k + 1)) for k in range(5))
-        items.append((float(t), Channel.FRAMES, FrameEncoding(float(t), embedding, labels)))
+        items.append((float(t), Modality.VISUAL, FrameEncoding(float(t), embedding, labels)))
         talking = (t // 15) % 3 == 1
         speech = (TimeSpan(t + 0.1, t + 0.9),) if talking else ()
         tags = tuple(Label(AUDIO[(t // 30 + k) % len(AUDIO)], 0.8 / (k + 1)) for k in range(5))
@@ -59,18 +59,18 @@ def synthetic(seconds: int, seed: int = 0) -> list[tuple[float, Channel, object]
             tags,
             nrng.normal(size=1024).astype(np.float32),
         )
-        items.append((t + 1.0, Channel.AUDIO, chunk))
+        items.append((t + 1.0, Modality.AUDIO, chunk))
         if t % 15 == 14 and talking:
             text = f"sentence number {t} about the parcel at the door"
             segment = TranscriptSegment(t - 14.0, t + 1.0, text, "en")
-            items.append((t + 1.0, Channel.SPEECH, segment))
+            items.append((t + 1.0, Modality.SPEECH, segment))
         if t % 10 == 0:
             cue = SubtitleCue("bench", float(t), t + 3.0, f"Cue {t}: the scene goes on.")
-            items.append((float(t), Channel.SUBTITLES, cue))
+            items.append((float(t), Modality.SUBTITLES, cue))
     return items
 
 
-def run(items: list[tuple[float, Channel, object]], config: Config) -> tuple[float, int, int]:
+def run(items: list[tuple[float, Modality, object]], config: Config) -> tuple[float, int, int]:
     aggregator = SourceAggregator("bench", config, CHANNELS, model_ids={"visual": "synthetic"})
     windows = events = 0
     started = time.perf_counter()

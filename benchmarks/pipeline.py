@@ -1,7 +1,7 @@
 """The Serve pipeline against its baselines, each pair measured in the same run.
 
 - ``serve_ratio``: frame-encoder throughput through Serve (concurrent callers sending
-  mini-batches to the frames role of the Encoders deployment, batching on) over the bare
+  mini-batches to the frames modality of the Encoders deployment, batching on) over the bare
   encoder looping over the same frames at the same batch size in this process.
 - ``speedup_vs_naive``: ``describe`` of a generated 5-minute clip through Serve against a naive
   sequential baseline in the seed's style: decode every frame at full size and call each model
@@ -34,7 +34,8 @@ from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models.registry import load_encoder
 from mmlm_stream.operators.decode import decode
 from mmlm_stream.records.channels import AudioChunk, Frame
-from mmlm_stream.records.results import Role, SpeechInput
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import SpeechInput
 from mmlm_stream.util.threads import limit_threads
 
 
@@ -44,7 +45,7 @@ def frames_of(path: Path, count: int) -> list[Frame]:
 
 
 def bare_fps(frames: list[Frame], batch_size: int) -> float:
-    encoder = load_encoder(Role.FRAMES, ModelsConfig(device="cpu"))
+    encoder = load_encoder(Modality.VISUAL, ModelsConfig(device="cpu"))
     encoder.encode(frames[:batch_size])
     started = time.perf_counter()
     for i in range(0, len(frames), batch_size):
@@ -56,7 +57,7 @@ def serve_fps(frames: list[Frame], batch_size: int, callers: int = 2) -> float:
     from ray import serve
 
     handle = serve.get_deployment_handle("Encoders", app_name=driver.APP_NAME)
-    handle.remote(frames[:batch_size], role="frames").result()
+    handle.remote(frames[:batch_size], modality="visual").result()
 
     async def run() -> None:
         queue = list(range(0, len(frames), batch_size))
@@ -64,7 +65,7 @@ def serve_fps(frames: list[Frame], batch_size: int, callers: int = 2) -> float:
         async def caller() -> None:
             while queue:
                 i = queue.pop()
-                await handle.remote(frames[i : i + batch_size], role="frames")
+                await handle.remote(frames[i : i + batch_size], modality="visual")
 
         await asyncio.gather(*(caller() for _ in range(callers)))
 
@@ -75,11 +76,11 @@ def serve_fps(frames: list[Frame], batch_size: int, callers: int = 2) -> float:
 
 def naive_seconds_per_media_second(path: Path, seconds: float) -> float:
     """The seed's style: every frame at full size, every model one item at a time."""
-    frames_model = load_encoder(Role.FRAMES, ModelsConfig(device="cpu"))
-    audio_model = load_encoder(Role.AUDIO, ModelsConfig(device="cpu"))
-    speech_model = load_encoder(Role.SPEECH, ModelsConfig(device="cpu"))
-    text_model = load_encoder(Role.TEXT, ModelsConfig(device="cpu"))
-    detector = load_encoder(Role.DETECTOR, ModelsConfig(device="cpu"))
+    frames_model = load_encoder(Modality.VISUAL, ModelsConfig(device="cpu"))
+    audio_model = load_encoder(Modality.AUDIO, ModelsConfig(device="cpu"))
+    speech_model = load_encoder(Modality.SPEECH, ModelsConfig(device="cpu"))
+    text_model = load_encoder(Modality.TEXT, ModelsConfig(device="cpu"))
+    detector = load_encoder(Modality.OBJECTS, ModelsConfig(device="cpu"))
     config = DecodeConfig(frame_fps=0, frame_short_side=10_000)
     started = time.perf_counter()
     pending: list[np.ndarray] = []
@@ -140,7 +141,7 @@ def main() -> None:
     args = parser.parse_args()
     limit_threads(1)
     config = Config()
-    batch_size = config.models.frames.batch_size
+    batch_size = config.models.visual.batch_size
     with tempfile.TemporaryDirectory() as tmp:
         clip = write_sample(Path(tmp) / "clip.mkv", duration_s=args.seconds).path
         frames = frames_of(clip, args.frames)

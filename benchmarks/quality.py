@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmlm_stream.records.modality import Modality
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 WINDOW_S = 4.0
@@ -202,9 +204,8 @@ def plain_yamnet_alarms(cases: list[Case]) -> dict[str, list[Heard]]:
     from mmlm_stream.config.models import ModelsConfig
     from mmlm_stream.models.registry import load_encoder
     from mmlm_stream.records.channels import AudioChunk
-    from mmlm_stream.records.results import Role
 
-    encoder = load_encoder(Role.AUDIO, ModelsConfig(device="cpu"))
+    encoder = load_encoder(Modality.AUDIO, ModelsConfig(device="cpu"))
     alarms: dict[str, list[Heard]] = {}
     for case in cases:
         samples = audio_16k(case.path)

@@ -24,7 +24,8 @@ import ray
 from mmlm_stream.config import Config
 from mmlm_stream.models.fusion_head import load_head
 from mmlm_stream.pipeline.aggregate import Polled, SourceAggregator, WindowOutput
-from mmlm_stream.records.evidence import Channel, Evidence
+from mmlm_stream.records.evidence import Evidence
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.schema import EventRecord
 from mmlm_stream.rules.query_scoring import TextQueryScorer
 from mmlm_stream.util.errors import MmlmError
@@ -44,7 +45,7 @@ class _RemoteText:
         pass
 
     def embed(self, texts: Sequence[str]) -> Any:
-        return self.handle.remote(list(texts), role="text").result()
+        return self.handle.remote(list(texts), modality="text").result()
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
@@ -64,7 +65,7 @@ class SourceAggregatorActor:
         self.aggregator = SourceAggregator(
             source,
             cfg,
-            frozenset(Channel(c) for c in channels),
+            frozenset(Modality(c) for c in channels),
             embed_text=text.embed,
             query_scorer=scorer,
             head=head,
@@ -78,9 +79,9 @@ class SourceAggregatorActor:
         """The caller's results and channel marks since its last step, then (``poll``) what
         is ready: one actor call per turn of the analysis loop, not one per channel and item."""
         for channel, items in adds:
-            self.aggregator.add(Channel(channel), items)
+            self.aggregator.add(Modality(channel), items)
         for channel, media_time in marks.items():
-            self.aggregator.advance(Channel(channel), media_time)
+            self.aggregator.advance(Modality(channel), media_time)
         return self.aggregator.poll() if poll else None
 
     def finish(self) -> tuple[list[WindowOutput], list[EventRecord]]:
@@ -104,11 +105,11 @@ class RemoteAggregation:
         self._adds: list[tuple[str, list[Evidence]]] = []
         self._marks: dict[str, float] = {}
 
-    def add(self, channel: Channel, items: Sequence[Evidence]) -> None:
+    def add(self, channel: Modality, items: Sequence[Evidence]) -> None:
         if items:
             self._adds.append((channel.value, list(items)))
 
-    def advance(self, channel: Channel, media_time: float) -> None:
+    def advance(self, channel: Modality, media_time: float) -> None:
         self._marks[channel.value] = media_time
 
     def _step(self, poll: bool) -> Any:
@@ -153,7 +154,7 @@ def _take_over(name: str, args: tuple[Any, ...], attempts: int = 50) -> Any:
 def aggregator_factory(
     source: str,
     config: Config,
-    channels: frozenset[Channel],
+    channels: frozenset[Modality],
     model_ids: dict[str, str],
     text_handle: Any,
     timeout_s: float | None = None,

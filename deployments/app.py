@@ -1,4 +1,4 @@
-"""The Serve application: a Decoder bound to one encoder deployment per enabled role.
+"""The Serve application: a Decoder bound to one encoder deployment per enabled modality.
 
 ``serve run``/``serve deploy`` of ``deployments/local-cpu.yaml`` or ``gpu.yaml`` import
 ``build_app``; the CLI calls it too, applying the same YAML's per-deployment options.
@@ -14,9 +14,9 @@ from ray.serve import Application
 
 from mmlm_stream.config import Config, load_config
 from mmlm_stream.deployments.decoder import Decoder
-from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES, SHARED_DEPLOYMENT, RoleEncoder
+from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES, SHARED_DEPLOYMENT, ModalityEncoder
 from mmlm_stream.deployments.publisher import Publisher
-from mmlm_stream.models.registry import enabled_roles
+from mmlm_stream.models.registry import enabled_modalities
 
 
 def app_config(args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
@@ -47,26 +47,27 @@ def app_config(args: Mapping[str, Any], environ: Mapping[str, str] | None = None
 
 
 def bind_encoders(config: Config, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Role → bound encoder deployment. A role gets its own deployment (``DEPLOYMENT_NAMES``)
-    unless the Serve config lists ``Encoders`` and not that role's name: then it shares the
-    one ``Encoders`` replica with the other such roles (see ``deployments/encoder``)."""
+    """Modality → bound encoder deployment. A modality gets its own deployment
+    (``DEPLOYMENT_NAMES``) unless the Serve config lists ``Encoders`` and not that modality's
+    name: then it shares the one ``Encoders`` replica with the other such modalities (see
+    ``deployments/encoder``)."""
     models = config.models
-    roles = enabled_roles(models)
+    modalities = enabled_modalities(models)
     shared = [
-        role
-        for role in roles
-        if SHARED_DEPLOYMENT in options and DEPLOYMENT_NAMES[role] not in options
+        modality
+        for modality in modalities
+        if SHARED_DEPLOYMENT in options and DEPLOYMENT_NAMES[modality] not in options
     ]
     encoders: dict[str, Any] = {}
     if shared:
-        deployment = RoleEncoder.options(name=SHARED_DEPLOYMENT, **options[SHARED_DEPLOYMENT])
-        bound = deployment.bind([role.value for role in shared], models)
-        encoders.update({role.value: bound for role in shared})
-    for role in roles:
-        if role not in shared:
-            name = DEPLOYMENT_NAMES[role]
-            deployment = RoleEncoder.options(name=name, **options.get(name, {}))
-            encoders[role.value] = deployment.bind(role.value, models)
+        deployment = ModalityEncoder.options(name=SHARED_DEPLOYMENT, **options[SHARED_DEPLOYMENT])
+        bound = deployment.bind([modality.value for modality in shared], models)
+        encoders.update({modality.value: bound for modality in shared})
+    for modality in modalities:
+        if modality not in shared:
+            name = DEPLOYMENT_NAMES[modality]
+            deployment = ModalityEncoder.options(name=name, **options.get(name, {}))
+            encoders[modality.value] = deployment.bind(modality.value, models)
     return encoders
 
 
@@ -81,7 +82,7 @@ def build_app(args: dict[str, Any]) -> Application:
     if args.get("redis_url") is None:  # "" from the CLI means: do not publish
         args = {**args, "redis_url": os.environ.get("REDIS_URL")}
     publisher = Publisher.options(**options.get("Publisher", {})).bind(
-        args["redis_url"] or None, config.redis
+        args["redis_url"] or None, config.redis, config.transport
     )
     decoder = Decoder.options(**options.get("Decoder", {})).bind(encoders, publisher)
     if not args.get("service"):

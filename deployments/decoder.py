@@ -30,7 +30,7 @@ from mmlm_stream.deployments.delivery import Delivery
 from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES
 from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.pipeline.analysis import SourceAnalysis
-from mmlm_stream.pipeline.encoding import ROLE_RECORD_KEY, RoleEncoders
+from mmlm_stream.pipeline.encoding import ModalityEncoders
 from mmlm_stream.pipeline.jobs import (
     AnalysisRequest,
     EventsDone,
@@ -40,7 +40,7 @@ from mmlm_stream.pipeline.jobs import (
     Progress,
     WindowDone,
 )
-from mmlm_stream.records.results import Role
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.security.url_policy import api_policy
 from mmlm_stream.util.backoff import Backoff
 from mmlm_stream.util.errors import MmlmError
@@ -55,72 +55,77 @@ PROGRESS_EVERY_S = 0.5
 QUEUE_SIZE = 64
 
 
-class ServeEncoders(RoleEncoders):
-    """RoleEncoders over the encoder deployments; a call to a dying replica is retried.
+class ServeEncoders(ModalityEncoders):
+    """ModalityEncoders over the encoder deployments; a call to a dying replica is retried.
 
     ``timeout_s`` (live sources): a call that takes longer fails the analysis with a
     one-line reason, so a hung replica shows as a restarting stream, never a silent stall.
     """
 
     def __init__(
-        self, models: Any, handles: dict[Role, Any], timeout_s: float | None = None
+        self, models: Any, handles: dict[Modality, Any], timeout_s: float | None = None
     ) -> None:
         super().__init__(models)
         self.handles = handles
         self.timeout_s = timeout_s
         self._ids: dict[str, str] | None = None
 
-    def run(self, role: Role, items: Sequence[Any]) -> Any:
-        return self._call(role, lambda handle: handle.remote(list(items), role=role.value))
+    def run(self, modality: Modality, items: Sequence[Any]) -> Any:
+        return self._call(
+            modality, lambda handle: handle.remote(list(items), modality=modality.value)
+        )
 
     def node_ids(self) -> dict[str, str]:
         """Deployment name → node id of the replica that answered (one call each)."""
-        names = {role: _deployment_name(self.handles[role], role) for role in self.roles}
-        first = {name: role for role, name in reversed(names.items())}
+        names = {
+            modality: _deployment_name(self.handles[modality], modality)
+            for modality in self.modalities
+        }
+        first = {name: modality for modality, name in reversed(names.items())}
         return {name: self._call(r, lambda h: h.node_id.remote()) for name, r in first.items()}
 
     def model_ids(self) -> dict[str, str]:
         if self._ids is None:
             self._ids = {
-                ROLE_RECORD_KEY[role]: self._call(
-                    role, lambda h, role=role: h.model_id.remote(role.value)
+                modality.value: self._call(
+                    modality, lambda h, modality=modality: h.model_id.remote(modality.value)
                 )
-                for role in self.roles
+                for modality in self.modalities
             }
         return self._ids
 
-    def _call(self, role: Role, send: Callable[[Any], Any]) -> Any:
-        """One call to a role's deployment; a replica that died is retried (Serve routes
+    def _call(self, modality: Modality, send: Callable[[Any], Any]) -> Any:
+        """One call to a modality's deployment; a replica that died is retried (Serve routes
         the retry to its replacement), an error of the model or a timeout is one line."""
         backoff = Backoff(initial=0.5, maximum=5.0)
         deadline = time.monotonic() + REPLACEMENT_WAIT_S
         while True:
             try:
-                return send(self.handles[role]).result(timeout_s=self.timeout_s)
+                return send(self.handles[modality]).result(timeout_s=self.timeout_s)
             except TimeoutError as exc:
-                reason = f"{role.value} encoder did not answer within {self.timeout_s:g}s"
+                reason = f"{modality.value} encoder did not answer within {self.timeout_s:g}s"
                 raise MmlmError(reason) from exc
             except RayTaskError as exc:
                 cause = exc.cause if exc.cause is not None else exc
-                reason = f"{role.value} encoder failed: {type(cause).__name__}: {cause}"
+                reason = f"{modality.value} encoder failed: {type(cause).__name__}: {cause}"
                 raise MmlmError(reason.splitlines()[0]) from exc
             except RayActorError as exc:
                 if time.monotonic() >= deadline:
                     raise
-                logger.warning("%s replica lost (%s); retrying", role.value, type(exc).__name__)
+                logger.warning("%s replica lost (%s); retrying", modality.value, type(exc).__name__)
                 time.sleep(backoff.next_delay())
 
 
-def _deployment_name(handle: Any, role: Role) -> str:
-    """The deployment a handle calls (several roles may share one: ``Encoders``)."""
-    return str(getattr(handle, "deployment_name", None) or DEPLOYMENT_NAMES[role])
+def _deployment_name(handle: Any, modality: Modality) -> str:
+    """The deployment a handle calls (several modalities may share one: ``Encoders``)."""
+    return str(getattr(handle, "deployment_name", None) or DEPLOYMENT_NAMES[modality])
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=8)
 class Decoder:
     def __init__(self, encoders: dict[str, Any], publisher: Any) -> None:
         limit_threads()
-        self.handles = {Role(role): handle for role, handle in encoders.items()}
+        self.handles = {Modality(modality): handle for modality, handle in encoders.items()}
         self.publisher = publisher
         self.trimmer = IdleTrimmer().start()
 
@@ -214,7 +219,7 @@ class Decoder:
                 config,
                 encoders.channels,
                 encoders.model_ids(),
-                self.handles[Role.TEXT],
+                self.handles[Modality.TEXT],
                 timeout_s,
             ),
         )

@@ -1,13 +1,13 @@
-"""The encoder deployment class: one replica runs the models of one role, or of several.
+"""The encoder deployment class: one replica runs the models of one modality, or of several.
 
-GPU configs deploy it once per role (FrameEncoder, AudioEncoder, ...), each scaling on its
+GPU configs deploy it once per modality (FrameEncoder, AudioEncoder, ...), each scaling on its
 own queue. Without a GPU, a Serve config that lists ``Encoders`` gets one deployment hosting
-every encoder role that has no deployment of its own: one process holds the libraries
-(torch, onnxruntime, LiteRT, CTranslate2) once instead of once per role, which is most of a
-laptop's memory (measured in ``benchmarks/batch_speed.py``). Callers name the role of every
-call (``handle.remote(items, role=...)``), so the same code talks to either layout.
+every encoder modality that has no deployment of its own: one process holds the libraries
+(torch, onnxruntime, LiteRT, CTranslate2) once instead of once per modality, which is most of a
+laptop's memory (measured in ``benchmarks/batch_speed.py``). Callers name the modality of every
+call (``handle.remote(items, modality=...)``), so the same code talks to either layout.
 
-Callers send a source's mini-batch as one request; each role's ``serve.batch`` merges the
+Callers send a source's mini-batch as one request; each modality's ``serve.batch`` merges the
 requests of all sources into one model call, then splits the results back. Inference runs in
 a worker thread so the replica's event loop keeps accepting requests meanwhile.
 """
@@ -28,22 +28,23 @@ from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models.registry import load_encoder
 from mmlm_stream.pipeline.batch_wait import BatchWait
 from mmlm_stream.pipeline.encoding import call_role_per_request
-from mmlm_stream.records.results import Encoder, Role
+from mmlm_stream.records.modality import LEGACY, Modality
+from mmlm_stream.records.results import Encoder
 from mmlm_stream.util.memory import IdleTrimmer
 from mmlm_stream.util.threads import limit_threads
 
 logger = logging.getLogger(__name__)
 
 DEPLOYMENT_NAMES = {
-    Role.FRAMES: "FrameEncoder",
-    Role.AUDIO: "AudioEncoder",
-    Role.SPEECH: "SpeechEncoder",
-    Role.TEXT: "TextEncoder",
-    Role.OCR: "OcrEncoder",
-    Role.DETECTOR: "DetectorEncoder",
+    Modality.VISUAL: "VisualEncoder",
+    Modality.AUDIO: "AudioEncoder",
+    Modality.SPEECH: "SpeechEncoder",
+    Modality.TEXT: "TextEncoder",
+    Modality.OCR: "OcrEncoder",
+    Modality.OBJECTS: "ObjectsEncoder",
 }
 SHARED_DEPLOYMENT = "Encoders"
-"""The deployment hosting every encoder role the Serve config gives no deployment of its own."""
+"""The deployment hosting every encoder modality the Serve config gives no deployment of its own."""
 DEFAULT_MAX_BATCH = 16
 DEFAULT_BATCH_WAIT_S = 0.05
 _BATCH_KEYS = ("max_batch_size", "batch_wait_timeout_s", "busy_batch_wait_timeout_s")
@@ -53,31 +54,34 @@ def _total(requests: list[list[Any]]) -> int:
     return sum(len(request) for request in requests)
 
 
-def load_encoders(roles: Sequence[Role], models: ModelsConfig) -> dict[Role, Encoder]:
-    """Every role's model, one after the other: in parallel threads transformers' lazy
+def load_encoders(modalities: Sequence[Modality], models: ModelsConfig) -> dict[Modality, Encoder]:
+    """Every modality's model, one after the other: in parallel threads transformers' lazy
     imports race (the tiny and hub sets fail to import), and on 2 cores parallel loading of
     the default set measured 6.4 s against 7.1 s serially, not worth that risk."""
     encoders = {}
-    for role in roles:
-        encoder = load_encoder(role, models)
+    for modality in modalities:
+        encoder = load_encoder(modality, models)
         if encoder is None:
-            raise ValueError(f"model set '{models.set}' has no {role.value} model")
-        encoders[role] = encoder
+            raise ValueError(f"model set '{models.set}' has no {modality.value} model")
+        encoders[modality] = encoder
     return encoders
 
 
-def role_batch_options(user_config: dict[str, Any], role: Role) -> dict[str, Any]:
-    """A role's batch options from a user_config: flat (one role) or keyed by role name."""
-    nested = user_config.get(role.value)
+def modality_batch_options(user_config: dict[str, Any], modality: Modality) -> dict[str, Any]:
+    """A modality's batch options from a user_config: flat (one modality) or keyed by name."""
+    nested = user_config.get(modality.value)
+    if nested is None:
+        old = next((name for name, new in LEGACY.items() if new is modality), None)
+        nested = user_config.get(old) if old else None
     source = nested if isinstance(nested, dict) else user_config
     return {key: source[key] for key in _BATCH_KEYS if key in source}
 
 
-class _RoleQueue:
-    """One role's Serve batcher and the counters behind ``stats``."""
+class _ModalityQueue:
+    """One modality's Serve batcher and the counters behind ``stats``."""
 
-    def __init__(self, role: Role, encoder: Encoder, trimmer: IdleTrimmer) -> None:
-        self.role = role
+    def __init__(self, modality: Modality, encoder: Encoder, trimmer: IdleTrimmer) -> None:
+        self.modality = modality
         self.encoder = encoder
         self.trimmer = trimmer
         self.max_batch_size = DEFAULT_MAX_BATCH
@@ -109,7 +113,9 @@ class _RoleQueue:
     async def _run(self, requests: list[list[Any]]) -> list[Any]:
         self.recent_batches.append(_total(requests))
         with self.trimmer.busy():
-            return await asyncio.to_thread(call_role_per_request, self.encoder, self.role, requests)
+            return await asyncio.to_thread(
+                call_role_per_request, self.encoder, self.modality, requests
+            )
 
     async def call(self, items: list[Any]) -> Any:
         """One caller's items; pieces larger than a batch are split, results concatenated."""
@@ -131,33 +137,36 @@ class _RoleQueue:
 
 
 @serve.deployment(max_ongoing_requests=32)
-class RoleEncoder:
-    def __init__(self, roles: str | list[str], models: ModelsConfig) -> None:
+class ModalityEncoder:
+    def __init__(self, modalities: str | list[str], models: ModelsConfig) -> None:
         limit_threads()
-        names = [roles] if isinstance(roles, str) else list(roles)
-        self.roles = [Role(name) for name in names]
+        names = [modalities] if isinstance(modalities, str) else list(modalities)
+        self.modalities = [Modality(name) for name in names]
         self.models = models
-        encoders = load_encoders(self.roles, self.models)
+        encoders = load_encoders(self.modalities, self.models)
         self.trimmer = IdleTrimmer().start()
-        self.queues = {role: _RoleQueue(role, encoders[role], self.trimmer) for role in self.roles}
+        self.queues = {
+            modality: _ModalityQueue(modality, encoders[modality], self.trimmer)
+            for modality in self.modalities
+        }
 
-    def _queue(self, role: str | None) -> _RoleQueue:
-        if role is None and len(self.queues) == 1:
+    def _queue(self, modality: str | None) -> _ModalityQueue:
+        if modality is None and len(self.queues) == 1:
             return next(iter(self.queues.values()))
         try:
-            return self.queues[Role(role)]
+            return self.queues[Modality(modality)]
         except (KeyError, ValueError):
-            hosted = ", ".join(r.value for r in self.roles)
-            raise ValueError(f"this encoder replica runs {hosted}, not {role}") from None
+            hosted = ", ".join(r.value for r in self.modalities)
+            raise ValueError(f"this encoder replica runs {hosted}, not {modality}") from None
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Batch size and wait per role from the Serve config's user_config (see
-        ``role_batch_options``)."""
-        for role, queue in self.queues.items():
-            queue.configure(role_batch_options(user_config, role))
+        """Batch size and wait per modality from the Serve config's user_config (see
+        ``modality_batch_options``)."""
+        for modality, queue in self.queues.items():
+            queue.configure(modality_batch_options(user_config, modality))
 
-    def model_id(self, role: str | None = None) -> str:
-        return self._queue(role).encoder.model_id
+    def model_id(self, modality: str | None = None) -> str:
+        return self._queue(modality).encoder.model_id
 
     def node_id(self) -> str:
         """The Ray node this replica runs on (recorded in job summaries)."""
@@ -165,9 +174,9 @@ class RoleEncoder:
 
         return ray.get_runtime_context().get_node_id()
 
-    def stats(self, role: str | None = None) -> dict[str, Any]:
+    def stats(self, modality: str | None = None) -> dict[str, Any]:
         """Recent model-call batch sizes and requests waiting now (for /metrics)."""
-        return self._queue(role).stats()
+        return self._queue(modality).stats()
 
-    async def __call__(self, items: list[Any], role: str | None = None) -> Any:
-        return await self._queue(role).call(items)
+    async def __call__(self, items: list[Any], modality: str | None = None) -> Any:
+        return await self._queue(modality).call(items)

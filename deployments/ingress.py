@@ -77,7 +77,7 @@ class Ingress:
             stream.cancel()
 
     async def _embed(self, texts: list[str]) -> np.ndarray:
-        return await self.encoders["text"].remote(texts, role="text")
+        return await self.encoders["text"].remote(texts, modality="text")
 
     async def _publisher_metrics(self) -> dict[str, int]:
         return await self.publisher.metrics.remote()
@@ -86,6 +86,6 @@ class Ingress:
         return await self.publisher.healthy.remote()
 
     async def _encoder_stats(self) -> dict[str, dict[str, Any]]:
-        roles = list(self.encoders)
-        stats = await asyncio.gather(*(self.encoders[r].stats.remote(r) for r in roles))
-        return dict(zip(roles, stats, strict=True))
+        modalities = list(self.encoders)
+        stats = await asyncio.gather(*(self.encoders[r].stats.remote(r) for r in modalities))
+        return dict(zip(modalities, stats, strict=True))

@@ -1,4 +1,5 @@
-"""Publisher deployment: the one holder of the Redis connection and its retry buffer.
+"""Publisher deployment: the one holder of the transport (Redis unless ``transport.publisher``
+says otherwise) and its retry buffer.
 
 ``deliver`` answers only once Redis has settled the records it was given (while Redis is
 away it waits), so its callers keep their records until then and hand them to the next
@@ -13,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from ray import serve
 
 from mmlm_stream.bus.outbox import Outgoing
-from mmlm_stream.bus.redis_bus import RedisPublisher
-from mmlm_stream.bus.transport import NullPublisher
 from mmlm_stream.bus.transport import Publisher as BusPublisher
+from mmlm_stream.bus.transport import open_publisher
 from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.config.transport import TransportConfig
 from mmlm_stream.records.schema import EventRecord, WindowRecord
 
 MAX_ONGOING = 64
@@ -24,8 +25,10 @@ MAX_ONGOING = 64
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.05}, max_ongoing_requests=MAX_ONGOING)
 class Publisher:
-    def __init__(self, url: str | None, config: RedisConfig) -> None:
-        self.bus: BusPublisher = RedisPublisher(url, config) if url else NullPublisher()
+    def __init__(
+        self, url: str | None, config: RedisConfig, transport: TransportConfig | None = None
+    ) -> None:
+        self.bus: BusPublisher = open_publisher(transport or TransportConfig(), url, config)
         # Waiting out a Redis outage holds a thread per caller: not the loop's default pool.
         self._waiters = ThreadPoolExecutor(MAX_ONGOING, thread_name_prefix="deliver")
 

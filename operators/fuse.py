@@ -21,7 +21,8 @@ import numpy as np
 
 from mmlm_stream.operators.sounds import hear
 from mmlm_stream.records.channels import SubtitleCue
-from mmlm_stream.records.evidence import Channel, FusedWindow, WindowContents
+from mmlm_stream.records.evidence import FusedWindow, WindowContents
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.results import (
     AudioEncoding,
     DetectionResult,
@@ -125,8 +126,8 @@ class Fuser:
         a live window whose text comes with ``with_text`` when it closes)."""
         s = self.settings
         state = self._state[contents.source]
-        frames = [f for f in contents.of(Channel.FRAMES) if isinstance(f, FrameEncoding)]
-        chunks = [a for a in contents.of(Channel.AUDIO) if isinstance(a, AudioEncoding)]
+        frames = [f for f in contents.of(Modality.VISUAL) if isinstance(f, FrameEncoding)]
+        chunks = [a for a in contents.of(Modality.AUDIO) if isinstance(a, AudioEncoding)]
 
         frame_mean = frame_max = None
         scene_change, scene_change_at = 0.0, None
@@ -151,7 +152,7 @@ class Fuser:
         objects = _top(
             _max_labels(
                 (Label(d.label, d.score) for d in r.detections)
-                for r in contents.of(Channel.OBJECTS)
+                for r in contents.of(Modality.OBJECTS)
                 if isinstance(r, DetectionResult)
             ),
             s.top_k,
@@ -205,14 +206,14 @@ class Fuser:
     ) -> FusedWindow:
         transcript = tuple(
             clipped
-            for seg in contents.of(Channel.SPEECH)
+            for seg in contents.of(Modality.SPEECH)
             if isinstance(seg, TranscriptSegment)
             and (clipped := clip_segment(seg, contents.start, contents.end)) is not None
             and clipped.text
         )
-        subtitles = tuple(c for c in contents.of(Channel.SUBTITLES) if isinstance(c, SubtitleCue))
+        subtitles = tuple(c for c in contents.of(Modality.SUBTITLES) if isinstance(c, SubtitleCue))
         ocr: list[str] = []
-        for result in contents.of(Channel.OCR):
+        for result in contents.of(Modality.OCR):
             if isinstance(result, OcrResult):
                 for text in result.texts:
                     if text.text and text.text not in ocr:

@@ -39,7 +39,7 @@ from typing import Any
 
 from mmlm_stream.config.describer import DescriberConfig
 from mmlm_stream.operators.sounds import steady_noise
-from mmlm_stream.records.evidence import Channel, FusedWindow
+from mmlm_stream.records.evidence import FusedWindow
 from mmlm_stream.records.label_groups import (
     NOISE_TAGS,
     SOUND_BY_KEY,
@@ -53,6 +53,7 @@ from mmlm_stream.records.label_groups import (
     plain_concept,
     sound_of,
 )
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.results import LABEL_PREFIX, AudioEncoding
 
 logger = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def _sound(window: FusedWindow, config: DescriberConfig, speech: str) -> Sound |
     # Stationary noise is also tagged "Rustle" or "Spray": nothing a noise tag outscores, and
     # nothing at all in a window of one steady level.
     if window.sounds is not None and steady_noise(
-        a for a in window.contents.of(Channel.AUDIO) if isinstance(a, AudioEncoding)
+        a for a in window.contents.of(Modality.AUDIO) if isinstance(a, AudioEncoding)
     ):
         return None
     noise = max(

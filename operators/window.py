@@ -25,7 +25,8 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from mmlm_stream.records.evidence import Channel, Evidence, WindowContents, span_of
+from mmlm_stream.records.evidence import Evidence, WindowContents, span_of
+from mmlm_stream.records.modality import Modality
 
 _EPS = 1e-9
 
@@ -36,13 +37,13 @@ class Windower:
     def __init__(
         self,
         source: str,
-        channels: Iterable[Channel],
+        channels: Iterable[Modality],
         window_s: float = 4.0,
         hop_s: float = 2.0,
         max_lateness_s: float | None = None,
         wall_of: Callable[[float], datetime | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        deferred: Iterable[Channel] = (),
+        deferred: Iterable[Modality] = (),
         max_gap_s: float = 60.0,
     ) -> None:
         if window_s <= 0 or hop_s <= 0 or hop_s > window_s:
@@ -59,9 +60,9 @@ class Windower:
         self.deferred = frozenset(deferred) & self.channels
         self.max_gap_s = max_gap_s
         self.skipped_windows = 0
-        self.late_dropped: Counter[Channel] = Counter()
-        self._watermark: dict[Channel, float] = dict.fromkeys(self.channels, -math.inf)
-        self._open: dict[int, dict[Channel, list[Evidence]]] = defaultdict(
+        self.late_dropped: Counter[Modality] = Counter()
+        self._watermark: dict[Modality, float] = dict.fromkeys(self.channels, -math.inf)
+        self._open: dict[int, dict[Modality, list[Evidence]]] = defaultdict(
             lambda: defaultdict(list)
         )
         # When the fastest channel passed each window's end: (last window passed, wall time)
@@ -102,7 +103,7 @@ class Windower:
             k -= 1
         return max(k, -1)
 
-    def add(self, channel: Channel, item: Evidence) -> None:
+    def add(self, channel: Modality, item: Evidence) -> None:
         """Put ``item`` into every open window it belongs to; also advances the watermark."""
         start, end = span_of(item)
         windows = self._windows_for(start, end)
@@ -115,7 +116,7 @@ class Windower:
             self._last = max(self._last, windows[-1])
         self.advance(channel, start)
 
-    def advance(self, channel: Channel, media_time: float) -> None:
+    def advance(self, channel: Modality, media_time: float) -> None:
         """``channel`` has delivered everything before ``media_time``."""
         if channel not in self._watermark:
             raise KeyError(f"channel {channel} is not enabled for {self.source}")
@@ -229,7 +230,7 @@ class Windower:
         while self._reached and self._reached[0][0] < self._next:
             self._reached.popleft()
 
-    def _contents(self, k: int, buckets: dict[Channel, list[Evidence]]) -> WindowContents:
+    def _contents(self, k: int, buckets: dict[Modality, list[Evidence]]) -> WindowContents:
         end = self.end_of(k)
         items = {
             channel: tuple(sorted(found, key=_order_key))

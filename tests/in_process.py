@@ -14,13 +14,13 @@ from pathlib import Path
 
 from mmlm_stream.config import Config
 from mmlm_stream.models.fusion_head import LoadedHead
-from mmlm_stream.operators.detect import QueryScorer
 from mmlm_stream.operators.source import SourceSpec
 from mmlm_stream.pipeline.aggregate import WindowOutput
 from mmlm_stream.pipeline.analysis import SourceAnalysis
 from mmlm_stream.pipeline.encoding import Encoders
 from mmlm_stream.pipeline.outputs import SourceOutputs, SummaryRecord, write_error
 from mmlm_stream.records.schema import EventRecord
+from mmlm_stream.rules.query_scoring import QueryScorer
 from mmlm_stream.util.errors import MmlmError
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.pipeline.analysis import SourceAnalysis
 from mmlm_stream.pipeline.encoding import FrameResults
 from mmlm_stream.records.channels import AudioChunk, Frame
-from mmlm_stream.records.evidence import Channel
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.results import AudioEncoding, FrameEncoding, SpeechInput, TranscriptSegment
 from mmlm_stream.records.schema import WindowRecord
 
@@ -40,7 +40,7 @@ class NullEncoders:
     """The analysis loop's ``Encoders`` without models: frames and audio carry no labels and
     no speech, so a window's subtitles come from the decoder and windower alone."""
 
-    channels = frozenset({Channel.FRAMES, Channel.AUDIO, Channel.SPEECH, Channel.SUBTITLES})
+    channels = frozenset({Modality.VISUAL, Modality.AUDIO, Modality.SPEECH, Modality.SUBTITLES})
 
     def encode_frames(self, frames: Sequence[Frame]) -> FrameResults:
         return FrameResults([FrameEncoding(f.time, np.ones(4, np.float32)) for f in frames])

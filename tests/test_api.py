@@ -515,7 +515,7 @@ def test_metrics_expose_pipeline_and_api_series(client: TestClient, backend: Fak
     backend.metrics.set_frames_dropped("cam1", 5)
     backend.metrics.set_frames_dropped("cam1", 8)
     backend.metrics.window_published("cam1", 2.5)
-    backend.metrics.encoder_batch("frames", 4)
+    backend.metrics.encoder_batch("visual", 4)
     backend.metrics.set_queue_depth("speech", 3)
     backend.metrics.set_publisher_counts({"published": 10, "errors": 2, "buffered": 1})
     client.get("/streams/cam1")
@@ -528,8 +528,8 @@ def test_metrics_expose_pipeline_and_api_series(client: TestClient, backend: Fak
         'mmlm_stream_frames_dropped_total{stream="cam1"} 8.0',
         'mmlm_stream_state{state="connecting",stream="cam1"} 1.0',
         'mmlm_window_latency_seconds_bucket{le="3.0",stream="cam1"} 1.0',
-        'mmlm_encoder_batch_size_count{role="frames"} 1.0',
-        'mmlm_encoder_queue_depth{role="speech"} 3.0',
+        'mmlm_encoder_batch_size_count{modality="visual"} 1.0',
+        'mmlm_encoder_queue_depth{modality="speech"} 3.0',
         "mmlm_redis_publish_errors_total 2.0",
         "mmlm_redis_published_total 10.0",
         'mmlm_api_requests_total{method="GET",route="/streams/{stream_id}",status="200"} 1.0',

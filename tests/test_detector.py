@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmlm_stream.config.models import DetectorModelConfig, ModelsConfig
-from mmlm_stream.models.detector_hf import build_tiny
-from mmlm_stream.models.detector_ssd_mobilenet import COCO_LABELS, SsdMobilenetDetector
+from mmlm_stream.config.models import ModelsConfig, ObjectsModelConfig
+from mmlm_stream.models.objects_hf import build_tiny
+from mmlm_stream.models.objects_ssd_mobilenet import COCO_LABELS, SsdMobilenetDetector
 from mmlm_stream.models.registry import MODEL_SETS, ModelUnavailable, load_encoder
 from mmlm_stream.records.channels import Frame
-from mmlm_stream.records.results import Detection, DetectionResult, ObjectDetector, Role
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import Detection, DetectionResult, ObjectDetector
 
 
 def frame(image: np.ndarray, time: float = 0.0) -> Frame:
@@ -47,9 +48,9 @@ def assert_well_formed(detection: Detection, labels: tuple[str, ...] = COCO_LABE
 @pytest.fixture(scope="module")
 def tiny_detector(tiny_models: ModelsConfig) -> ObjectDetector:
     models = tiny_models.model_copy(
-        update={"detector": DetectorModelConfig(threshold=0.0, batch_size=2)}
+        update={"objects": ObjectsModelConfig(threshold=0.0, batch_size=2)}
     )
-    encoder = load_encoder(Role.DETECTOR, models)
+    encoder = load_encoder(Modality.OBJECTS, models)
     assert isinstance(encoder, ObjectDetector)
     return encoder
 
@@ -106,15 +107,15 @@ def test_hub_detector_without_weights_is_unavailable_in_one_line(
     model_cache: Path, model: str
 ) -> None:
     models = ModelsConfig(
-        set="hub", device="cpu", cache_dir=model_cache, detector=DetectorModelConfig(model=model)
+        set="hub", device="cpu", cache_dir=model_cache, objects=ObjectsModelConfig(model=model)
     )
 
     with pytest.raises(ModelUnavailable) as error:
-        load_encoder(Role.DETECTOR, models)
+        load_encoder(Modality.OBJECTS, models)
 
     message = str(error.value)
     assert "\n" not in message
-    assert f"detector model '{model}' of set 'hub'" in message
+    assert f"objects model '{model}' of set 'hub'" in message
     assert "hf download" in message
 
 
@@ -122,12 +123,12 @@ def test_hub_detector_without_weights_is_unavailable_in_one_line(
 
 
 def test_default_set_carries_the_coco_detector():
-    assert MODEL_SETS["default"][Role.DETECTOR] == "detector_ssd_mobilenet:SPEC"
+    assert MODEL_SETS["default"][Modality.OBJECTS] == "objects_ssd_mobilenet:SPEC"
 
 
 @pytest.fixture
 def ssd(default_models: ModelsConfig) -> ObjectDetector:
-    encoder = load_encoder(Role.DETECTOR, default_models)
+    encoder = load_encoder(Modality.OBJECTS, default_models)
     assert isinstance(encoder, ObjectDetector)
     return encoder
 
@@ -175,11 +176,11 @@ def test_default_detector_without_its_files_is_unavailable(
         set="default",
         device="cpu",
         cache_dir=model_cache,
-        detector=DetectorModelConfig(model=str(tmp_path)),
+        objects=ObjectsModelConfig(model=str(tmp_path)),
     )
 
     with pytest.raises(ModelUnavailable, match=r"lacks frozen_inference_graph\.pb") as error:
-        load_encoder(Role.DETECTOR, models)
+        load_encoder(Modality.OBJECTS, models)
 
     assert "\n" not in str(error.value)
 

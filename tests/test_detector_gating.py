@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 from scenes import camera, textured_scene, zoomed
 
-from mmlm_stream.config.models import DetectorModelConfig, ModelsConfig
-from mmlm_stream.pipeline.encoding import LocalEncoders, RoleEncoders
+from mmlm_stream.config.models import ModelsConfig, ObjectsModelConfig
+from mmlm_stream.pipeline.encoding import LocalEncoders, ModalityEncoders
 from mmlm_stream.records.channels import Frame
-from mmlm_stream.records.results import Detection, DetectionResult, FrameEncoding, Label, Role
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import Detection, DetectionResult, FrameEncoding, Label
 
 ROOM = np.full((256, 455, 3), 90, np.uint8)
 ROOM[:, :200] = 140  # a wall and a floor: still, and with nothing in it
@@ -28,7 +29,7 @@ def with_box(x0: int, image: np.ndarray = ROOM) -> np.ndarray:
     return out
 
 
-class FakeModels(RoleEncoders):
+class FakeModels(ModalityEncoders):
     """Frames labelled ``labels``; the detector "finds" a box wherever the dark object is."""
 
     def __init__(self, models: ModelsConfig, labels: tuple[Label, ...] = ()) -> None:
@@ -36,10 +37,10 @@ class FakeModels(RoleEncoders):
         self.labels = labels
         self.detected: list[float] = []
 
-    def run(self, role: Role, items: Sequence[Any]) -> Any:
-        if role is Role.FRAMES:
+    def run(self, modality: Modality, items: Sequence[Any]) -> Any:
+        if modality is Modality.VISUAL:
             return [FrameEncoding(f.time, np.zeros(4, np.float32), self.labels) for f in items]
-        assert role is Role.DETECTOR
+        assert modality is Modality.OBJECTS
         self.detected += [f.time for f in items]
         return [
             DetectionResult(f.time, (Detection("box", 0.9, (0.1, 0.1, 0.2, 0.2)),))
@@ -53,14 +54,14 @@ class FakeModels(RoleEncoders):
 
 
 def models(**detector: Any) -> ModelsConfig:
-    return ModelsConfig(set="default", device="cpu", detector=DetectorModelConfig(**detector))
+    return ModelsConfig(set="default", device="cpu", objects=ObjectsModelConfig(**detector))
 
 
 def frames(images: Sequence[np.ndarray], source: str = "cam") -> list[Frame]:
     return [Frame(source, float(t), image) for t, image in enumerate(images)]
 
 
-def encode_one_by_one(encoders: RoleEncoders, batch: Sequence[Frame]) -> list[DetectionResult]:
+def encode_one_by_one(encoders: ModalityEncoders, batch: Sequence[Frame]) -> list[DetectionResult]:
     return [d for f in batch for d in encoders.encode_frames([f]).detections]
 
 
@@ -123,9 +124,9 @@ def test_an_animal_or_person_appearing_in_the_frame_labels_runs_the_detector_onc
 class BoxAt(FakeModels):
     """A detector that finds one box, at a fixed place of the first frame it sees."""
 
-    def run(self, role: Role, items: Sequence[Any]) -> Any:
-        if role is Role.FRAMES:
-            return super().run(role, items)
+    def run(self, modality: Modality, items: Sequence[Any]) -> Any:
+        if modality is Modality.VISUAL:
+            return super().run(modality, items)
         self.detected += [f.time for f in items]
         return [
             DetectionResult(f.time, (Detection("car", 0.9, (0.5, 0.4, 0.6, 0.6)),)) for f in items

@@ -1,6 +1,6 @@
 """docs/architecture.md's extension recipes, each followed once with a toy in one file.
 
-The toy frame model (tests/extensions/toy_frames.py) joins a model set by one registry line
+The toy frame model (tests/extensions/toy_visual.py) joins a model set by one registry line
 and its labels reach the windows of a real analysis; the toy rule type
 (tests/extensions/toy_rule.py) is accepted in the config and its events come out of that
 analysis; the toy transport (tests/extensions/toy_publisher.py) receives every window and
@@ -9,6 +9,7 @@ event of it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from mmlm_stream.models.registry import MODEL_SETS, load_encoder
 from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.pipeline.encoding import LocalEncoders
 from mmlm_stream.pipeline.outputs import read_windows
-from mmlm_stream.records.results import Role
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.rules import registry as rules
 from mmlm_stream.util.errors import ConfigError
 
@@ -39,8 +40,8 @@ def toy_set(model_cache: Path):
     text model: the tiny CLIP text tower follows a tiny CLIP frame tower)."""
     MODEL_SETS["toy"] = {
         **MODEL_SETS["tiny"],
-        Role.FRAMES: "extensions.toy_frames:SPEC",
-        Role.TEXT: MODEL_SETS["default"][Role.TEXT],
+        Modality.VISUAL: "extensions.toy_visual:SPEC",
+        Modality.TEXT: MODEL_SETS["default"][Modality.TEXT],
     }
     yield ModelsConfig(set="toy", device="cpu", cache_dir=model_cache)
     del MODEL_SETS["toy"]
@@ -75,7 +76,7 @@ def described(toy_set: ModelsConfig, level_rule, tmp_path_factory: pytest.TempPa
 
 
 def test_a_model_in_one_file_fills_its_role_through_the_registry(toy_set: ModelsConfig):
-    encoder = load_encoder(Role.FRAMES, toy_set)
+    encoder = load_encoder(Modality.VISUAL, toy_set)
     assert encoder is not None and encoder.model_id == "toy/brightness"
 
 
@@ -97,6 +98,54 @@ def test_a_transport_in_one_file_receives_every_record(described):
         w.window_id for w in read_windows(out / "clip.mp4.windows.jsonl")
     ]
     assert len(transport.events) == result.events
+
+
+def test_the_config_hands_the_publisher_deployment_to_a_transport_in_one_file(described):
+    from mmlm_stream.bus.outbox import Outgoing
+    from mmlm_stream.deployments.publisher import Publisher
+
+    _, out = described
+    config = load_config(
+        None,
+        environ={
+            "MMLM_TRANSPORT__PUBLISHER": "extensions.toy_publisher:ListPublisher",
+            "MMLM_TRANSPORT__OPTIONS": "{name: lab}",
+        },
+    )
+    replica = Publisher.func_or_class("redis://unused", config.redis, config.transport)
+    transport = replica.bus
+    assert isinstance(transport, ListPublisher) and transport.name == "lab"
+    windows = read_windows(out / "clip.mp4.windows.jsonl")
+    items = [Outgoing("window", w.source, record=w) for w in windows]
+    items.append(Outgoing("state", "clip.mp4", state={"state": "up"}))
+    assert asyncio.run(replica.deliver(items)) == len(items)
+    assert [w.window_id for w in transport.windows] == [w.window_id for w in windows]
+    assert transport.states == [("clip.mp4", {"state": "up"})]
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("extensions.no_such_module:X", "cannot be imported"),
+        ("extensions.toy_publisher:Nope", "has no class Nope"),
+        ("redis-ish", "is not redis or"),
+    ],
+)
+def test_a_transport_that_cannot_be_loaded_is_a_config_error_before_anything_starts(
+    target: str, reason: str
+):
+    with pytest.raises(ConfigError, match=reason):
+        load_config(None, environ={"MMLM_TRANSPORT__PUBLISHER": target})
+
+
+def test_a_class_that_is_not_a_publisher_is_refused_by_name():
+    from mmlm_stream.bus.transport import open_publisher
+    from mmlm_stream.config.bus import RedisConfig
+    from mmlm_stream.config.transport import TransportConfig
+
+    transport = TransportConfig(publisher="extensions.toy_rule:LevelRule")
+    with pytest.raises(ConfigError, match=r"is not a bus\.transport\.Publisher"):
+        open_publisher(transport, None, RedisConfig())
 
 
 def test_a_rule_type_in_one_file_is_read_from_the_config_and_gives_its_events(described):

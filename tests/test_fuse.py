@@ -8,7 +8,8 @@ import pytest
 from mmlm_stream.operators.fuse import Fuser, FuseSettings
 from mmlm_stream.operators.window import Windower
 from mmlm_stream.records.channels import SubtitleCue
-from mmlm_stream.records.evidence import Channel, WindowContents
+from mmlm_stream.records.evidence import WindowContents
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.results import (
     AudioEncoding,
     FrameEncoding,
@@ -27,7 +28,7 @@ def vec(*values: float) -> np.ndarray:
 
 
 def window(start: float, end: float, **items) -> WindowContents:
-    mapped = {Channel(k): tuple(v) for k, v in items.items()}
+    mapped = {Modality(k): tuple(v) for k, v in items.items()}
     return WindowContents("src", start, end, mapped, frozenset(mapped))
 
 
@@ -36,7 +37,7 @@ def test_visual_labels_are_max_pooled_and_embeddings_normalised():
         FrameEncoding(0.0, vec(1, 0), (Label("tabby", 0.4), Label("tiger cat", 0.3))),
         FrameEncoding(1.0, vec(1, 0.1), (Label("tabby", 0.6),)),
     ]
-    fused = Fuser(FuseSettings(smoothing=0.0)).fuse(window(0, 4, frames=frames))
+    fused = Fuser(FuseSettings(smoothing=0.0)).fuse(window(0, 4, visual=frames))
     assert fused.visual[0] == Label("tabby", 0.6)
     assert fused.visual[1] == Label("tiger cat", 0.3)
     assert np.linalg.norm(fused.frame_mean) == pytest.approx(1.0)
@@ -45,8 +46,8 @@ def test_visual_labels_are_max_pooled_and_embeddings_normalised():
 
 def test_label_scores_are_smoothed_with_the_previous_window():
     fuser = Fuser(FuseSettings(smoothing=0.5))
-    fuser.fuse(window(0, 4, frames=[FrameEncoding(1.0, vec(1, 0), (Label("dog", 0.8),))]))
-    fused = fuser.fuse(window(4, 8, frames=[FrameEncoding(5.0, vec(1, 0), (Label("dog", 0.2),))]))
+    fuser.fuse(window(0, 4, visual=[FrameEncoding(1.0, vec(1, 0), (Label("dog", 0.8),))]))
+    fused = fuser.fuse(window(4, 8, visual=[FrameEncoding(5.0, vec(1, 0), (Label("dog", 0.2),))]))
     assert fused.visual == (Label("dog", 0.5),)
 
 
@@ -102,10 +103,10 @@ def test_subtitles_ocr_and_text_embedding():
 
 
 def test_a_cut_is_counted_once_when_windows_overlap():
-    w = Windower("src", [Channel.FRAMES], 4.0, 2.0)
+    w = Windower("src", [Modality.VISUAL], 4.0, 2.0)
     for t in range(10):
         embedding = vec(1, 0) if t < 5 else vec(0, 1)
-        w.add(Channel.FRAMES, FrameEncoding(float(t), embedding))
+        w.add(Modality.VISUAL, FrameEncoding(float(t), embedding))
     fuser = Fuser(FuseSettings(hop_s=2.0))
     fused = [fuser.fuse(c) for c in w.ready() + w.finish()]
     changes = [(f.start, f.scene_change_at) for f in fused if f.scene_change > 0.5]

@@ -403,7 +403,7 @@ def test_examples_equal_serve_config_for_and_validate(name: str, gpus: int):
 def test_cpu_only_example_uses_no_gpu_and_cpu_batches():
     deployments = _deployments(k8s.serve_config_for(0, GPU_YAML))
     assert all(d["ray_actor_options"]["num_gpus"] == 0 for d in deployments.values())
-    assert deployments["FrameEncoder"]["user_config"]["max_batch_size"] == 4
+    assert deployments["VisualEncoder"]["user_config"]["max_batch_size"] == 4
 
 
 def _gpu_demand_at_max(config: dict[str, Any]) -> Fraction:

@@ -31,7 +31,7 @@ from mmlm_stream.operators.frame_sampler import FrameSampler
 from mmlm_stream.operators.subtitles import CueCleaner, clean_cue_text, read_sidecar
 from mmlm_stream.operators.window import Windower
 from mmlm_stream.records.channels import AudioChunk, DecodeWarning, Frame, StreamStatus, SubtitleCue
-from mmlm_stream.records.evidence import Channel
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.results import AudioEncoding, FrameEncoding
 from mmlm_stream.util.errors import SourceError
 
@@ -173,9 +173,9 @@ def _drive(windower: Windower, events) -> list:
 
 
 def test_windows_across_a_long_gap_are_skipped_not_emitted_one_per_hop():
-    channels = [Channel.FRAMES, Channel.AUDIO]
-    events = [(Channel.FRAMES, FrameEncoding(t, EMB)) for t in (0.5, 1.5, 1e9, 1e9 + 1)]
-    events += [(Channel.AUDIO, AudioEncoding(t, t + 1, -20, -6)) for t in (0.0, 1e9)]
+    channels = [Modality.VISUAL, Modality.AUDIO]
+    events = [(Modality.VISUAL, FrameEncoding(t, EMB)) for t in (0.5, 1.5, 1e9, 1e9 + 1)]
+    events += [(Modality.AUDIO, AudioEncoding(t, t + 1, -20, -6)) for t in (0.0, 1e9)]
     events.sort(key=lambda e: getattr(e[1], "time", getattr(e[1], "start", 0)))
     started = time.perf_counter()
     windows = _drive(Windower("s", channels, 4.0, 2.0), events)
@@ -185,18 +185,18 @@ def test_windows_across_a_long_gap_are_skipped_not_emitted_one_per_hop():
 
 
 def test_a_gap_shorter_than_max_gap_keeps_its_empty_windows():
-    events = [(Channel.FRAMES, FrameEncoding(t, EMB)) for t in (1.0, 31.0)]
-    windows = _drive(Windower("s", [Channel.FRAMES], 4.0, 2.0, max_gap_s=60.0), events)
+    events = [(Modality.VISUAL, FrameEncoding(t, EMB)) for t in (1.0, 31.0)]
+    windows = _drive(Windower("s", [Modality.VISUAL], 4.0, 2.0, max_gap_s=60.0), events)
     assert [w.start for w in windows] == [2.0 * k for k in range(16)]
 
 
 def test_a_live_windower_after_an_outage_closes_by_lateness_without_a_window_per_hop():
     now = [0.0]
     windower = Windower(
-        "s", [Channel.FRAMES, Channel.AUDIO], 4.0, 2.0, max_lateness_s=2.0, clock=lambda: now[0]
+        "s", [Modality.VISUAL, Modality.AUDIO], 4.0, 2.0, max_lateness_s=2.0, clock=lambda: now[0]
     )
-    windower.add(Channel.FRAMES, FrameEncoding(1.0, EMB))
-    windower.add(Channel.FRAMES, FrameEncoding(1e7, EMB))  # back after an outage; audio lags
+    windower.add(Modality.VISUAL, FrameEncoding(1.0, EMB))
+    windower.add(Modality.VISUAL, FrameEncoding(1e7, EMB))  # back after an outage; audio lags
     now[0] = 10.0
     started = time.perf_counter()
     closed = windower.ready()
@@ -207,7 +207,7 @@ def test_a_live_windower_after_an_outage_closes_by_lateness_without_a_window_per
 def test_an_item_claiming_a_day_lands_only_in_the_windows_near_its_start():
     cue = SubtitleCue("s", 0.0, 86_400.0, "forever")
     windows = _drive(
-        Windower("s", [Channel.SUBTITLES], 4.0, 2.0, max_gap_s=60.0), [(Channel.SUBTITLES, cue)]
+        Windower("s", [Modality.SUBTITLES], 4.0, 2.0, max_gap_s=60.0), [(Modality.SUBTITLES, cue)]
     )
     assert 25 <= len(windows) <= 32
 

@@ -13,7 +13,8 @@ from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models.ocr_rapidocr import MIN_SHORT_SIDE, RapidOcrReader
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder, resolve
 from mmlm_stream.records.channels import Frame
-from mmlm_stream.records.results import OcrReader, OcrResult, Role
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import OcrReader, OcrResult
 
 WIDTH, HEIGHT = 455, 256  # a 16:9 frame at the decoder's default short side
 
@@ -36,7 +37,7 @@ def words_found(expected: str, result: OcrResult) -> float:
 
 @pytest.fixture(scope="module")
 def reader(default_models: ModelsConfig) -> OcrReader:
-    encoder = load_encoder(Role.OCR, default_models)
+    encoder = load_encoder(Modality.OCR, default_models)
     assert isinstance(encoder, OcrReader)
     return encoder
 
@@ -128,7 +129,7 @@ def test_missing_package_is_a_clear_unavailable_error(
     default_models: ModelsConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)
-    resolved = resolve(Role.OCR, default_models)
+    resolved = resolve(Modality.OCR, default_models)
     assert resolved is not None
 
     with pytest.raises(ModelUnavailable, match="pip install rapidocr-onnxruntime") as error:

@@ -13,7 +13,7 @@ from mmlm_stream.config import Config
 from mmlm_stream.pipeline.aggregate import SourceAggregator
 from mmlm_stream.pipeline.outputs import SourceOutputs, is_done, read_windows, write_error
 from mmlm_stream.records.channels import SubtitleCue
-from mmlm_stream.records.evidence import Channel
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.results import (
     AudioEncoding,
     FrameEncoding,
@@ -22,7 +22,7 @@ from mmlm_stream.records.results import (
     TranscriptSegment,
 )
 
-CHANNELS = frozenset({Channel.FRAMES, Channel.AUDIO, Channel.SPEECH, Channel.SUBTITLES})
+CHANNELS = frozenset({Modality.VISUAL, Modality.AUDIO, Modality.SPEECH, Modality.SUBTITLES})
 
 
 def _feed(aggregator: SourceAggregator, seconds: int = 12) -> list:
@@ -31,20 +31,20 @@ def _feed(aggregator: SourceAggregator, seconds: int = 12) -> list:
         cat = t < 6
         embedding = np.array([1.0, 0.0] if cat else [0.0, 1.0], np.float32)
         labels = (Label("tabby", 0.6),) if cat else (Label("espresso", 0.9),)
-        aggregator.add(Channel.FRAMES, [FrameEncoding(float(t), embedding, labels)])
+        aggregator.add(Modality.VISUAL, [FrameEncoding(float(t), embedding, labels)])
         speech = (TimeSpan(float(t), t + 1.0),) if t in (7, 8) else ()
         tags = (Label("Speech", 0.9),) if speech else (Label("Silence", 0.98),)
         aggregator.add(
-            Channel.AUDIO, [AudioEncoding(float(t), t + 1.0, -30, -12, speech, (), tags)]
+            Modality.AUDIO, [AudioEncoding(float(t), t + 1.0, -30, -12, speech, (), tags)]
         )
         for channel in CHANNELS:
             aggregator.advance(channel, t + 1.0)
         if t == 9:
             aggregator.add(
-                Channel.SPEECH, [TranscriptSegment(7.1, 8.9, "a package has arrived", "en")]
+                Modality.SPEECH, [TranscriptSegment(7.1, 8.9, "a package has arrived", "en")]
             )
         if t == 2:
-            aggregator.add(Channel.SUBTITLES, [SubtitleCue("clip", 2.0, 3.5, "Here is a cat.")])
+            aggregator.add(Modality.SUBTITLES, [SubtitleCue("clip", 2.0, 3.5, "Here is a cat.")])
         outputs += aggregator.poll().windows
     finished, closing = aggregator.finish()
     return outputs + finished, closing
@@ -107,23 +107,23 @@ def test_live_speech_event_goes_out_before_the_transcript_completes_its_window()
         rules=[SpeechRule(name="speech"), KeywordRule(name="pkg", words=["package"])]
     )
     config = Config(events=events)
-    channels = frozenset({Channel.FRAMES, Channel.AUDIO, Channel.SPEECH})
+    channels = frozenset({Modality.VISUAL, Modality.AUDIO, Modality.SPEECH})
     aggregator = SourceAggregator("cam", config, channels, live=True)
     embedding = np.array([1.0, 0.0], np.float32)
     for t in range(5):
-        aggregator.add(Channel.FRAMES, [FrameEncoding(float(t), embedding, ())])
+        aggregator.add(Modality.VISUAL, [FrameEncoding(float(t), embedding, ())])
         speech = (TimeSpan(1.0, 2.0),) if t == 1 else ()
-        aggregator.add(Channel.AUDIO, [AudioEncoding(float(t), t + 1.0, -30, -12, speech)])
-        aggregator.advance(Channel.FRAMES, t + 1.0)
-        aggregator.advance(Channel.AUDIO, t + 1.0)
-    aggregator.advance(Channel.SPEECH, 1.0)  # the utterance at 1-2 s is being transcribed
+        aggregator.add(Modality.AUDIO, [AudioEncoding(float(t), t + 1.0, -30, -12, speech)])
+        aggregator.advance(Modality.VISUAL, t + 1.0)
+        aggregator.advance(Modality.AUDIO, t + 1.0)
+    aggregator.advance(Modality.SPEECH, 1.0)  # the utterance at 1-2 s is being transcribed
     polled = aggregator.poll()
     assert polled.windows == []  # [0, 4) waits for its transcript ...
     assert [e.type for e in polled.events] == ["speech"]  # ... its speech event does not
     assert aggregator.poll().events == []  # handed out once
 
-    aggregator.add(Channel.SPEECH, [TranscriptSegment(1.0, 2.0, "a package is here", "en")])
-    aggregator.advance(Channel.SPEECH, 5.0)
+    aggregator.add(Modality.SPEECH, [TranscriptSegment(1.0, 2.0, "a package is here", "en")])
+    aggregator.advance(Modality.SPEECH, 5.0)
     closed = aggregator.poll().windows
     assert [o.window.start for o in closed] == [0.0]
     record = closed[0].window

@@ -12,7 +12,8 @@ import pytest
 from mmlm_stream.config.events import EventsConfig
 from mmlm_stream.operators.detect import EventEngine
 from mmlm_stream.records.channels import SubtitleCue
-from mmlm_stream.records.evidence import Channel, FusedWindow, WindowContents
+from mmlm_stream.records.evidence import FusedWindow, WindowContents
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.results import FrameEncoding, Label, OcrResult, OcrText, TranscriptSegment
 from mmlm_stream.rules.query_scoring import QueryMatch, TextQueryScorer, label_names, text_match
 from mmlm_stream.rules.watch_query import WatchQuery
@@ -101,7 +102,7 @@ def test_transcript_subtitles_and_ocr_match_without_label_weight():
     score, _ = scorer()
     ocr = OcrResult(3.0, (OcrText("FRAGILE parcel", ((0, 0), (1, 1)), 0.9),))
     window = win(
-        items={Channel.OCR: (ocr,)},
+        items={Modality.OCR: (ocr,)},
         transcript=(TranscriptSegment(1.0, 2.0, "the courier is here"),),
         subtitles=(SubtitleCue("cam", 2.0, 3.0, "Ring\nthe bell"),),
         ocr=("FRAGILE parcel",),
@@ -153,8 +154,8 @@ def test_shared_frame_space_scores_each_frame_embedding():
         FrameEncoding(1.0, np.array([0.2, 0.9], np.float32)),
         FrameEncoding(2.0, np.array([0.7, 0.1], np.float32)),
     )
-    (match,) = score.score_with_evidence(win(items={Channel.FRAMES: frames}), ["anything"])
-    assert (match.modality, match.time, match.score) == ("frames", 2.0, pytest.approx(0.7))
+    (match,) = score.score_with_evidence(win(items={Modality.VISUAL: frames}), ["anything"])
+    assert (match.modality, match.time, match.score) == ("visual", 2.0, pytest.approx(0.7))
     mean_only = win(frame_mean=np.array([0.6, 0.0], np.float32))
     assert score(mean_only, ["x"]) == pytest.approx([0.6])
 

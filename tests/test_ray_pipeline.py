@@ -23,7 +23,7 @@ from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.deploy.serve_config import default_serve_config
 from mmlm_stream.deployments.app import bind_encoders
 from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES, SHARED_DEPLOYMENT
-from mmlm_stream.models.registry import enabled_roles
+from mmlm_stream.models.registry import enabled_modalities
 from mmlm_stream.pipeline.outputs import read_windows
 
 DEPLOYMENTS = Path(__file__).resolve().parent.parent / "deployments"
@@ -34,7 +34,7 @@ def test_serve_configs_validate_against_rays_schema(name: str):
     data = yaml.safe_load((DEPLOYMENTS / name).read_text())
     ServeDeploySchema.model_validate(data)
     names = {d["name"] for d in data["applications"][0]["deployments"]}
-    per_role = {DEPLOYMENT_NAMES[role] for role in enabled_roles(Config().models)}
+    per_role = {DEPLOYMENT_NAMES[modality] for modality in enabled_modalities(Config().models)}
     built = {SHARED_DEPLOYMENT} if name == "local-cpu.yaml" else per_role
     assert names == {"Decoder", "Publisher", *built}  # serve deploy rejects any other name
     assert default_serve_config().name == "local-cpu.yaml"
@@ -42,14 +42,14 @@ def test_serve_configs_validate_against_rays_schema(name: str):
 
 def test_cpu_encoders_share_one_replica_unless_a_role_has_its_own_deployment():
     config = Config()
-    roles = [role.value for role in enabled_roles(config.models)]
+    modalities = [modality.value for modality in enabled_modalities(config.models)]
     shared = bind_encoders(config, {SHARED_DEPLOYMENT: {}})
-    assert set(shared) == set(roles)
+    assert set(shared) == set(modalities)
     assert len({id(bound) for bound in shared.values()}) == 1
     split = bind_encoders(config, {SHARED_DEPLOYMENT: {}, "SpeechEncoder": {}})
     assert len({id(bound) for bound in split.values()}) == 2
-    assert split["speech"] is not split["frames"]
-    assert len({id(bound) for bound in bind_encoders(config, {}).values()}) == len(roles)
+    assert split["speech"] is not split["visual"]
+    assert len({id(bound) for bound in bind_encoders(config, {}).values()}) == len(modalities)
 
 
 @pytest.fixture(scope="module")

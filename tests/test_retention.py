@@ -186,7 +186,7 @@ def source_hour(
                     f"A {seen[0].label} and a {seen[1].label} are in view"
                     + (f'. Someone says: "{said[:60]}".' if said else ", and it is quiet.")
                 ),
-                channels=["audio", "frames", "objects", *(["speech"] if said else [])],
+                channels=["audio", "objects", "visual", *(["speech"] if said else [])],
                 models=MODELS,
             )
         )

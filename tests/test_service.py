@@ -83,7 +83,7 @@ def test_streams_added_removed_and_resumed_after_a_restart(tmp_path: Path, tiny_
         assert 'mmlm_stream_windows_total{stream="cam1"}' in metrics
         published = re.search(r"^mmlm_redis_published_total (\S+)$", metrics, re.M)
         assert published and float(published.group(1)) > 0
-        assert "mmlm_encoder_batch_size_count{role=" in metrics
+        assert "mmlm_encoder_batch_size_count{modality=" in metrics
         hits = http.get("/search", params={"q": "a grey picture", "top_k": 3}).json()["hits"]
         assert hits and hits[0]["source"] == "cam1"
 

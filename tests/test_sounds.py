@@ -21,8 +21,8 @@ from mmlm_stream.operators.decode import decode
 from mmlm_stream.operators.tones import ToneTracker, tone_pattern
 from mmlm_stream.pipeline.aggregate import SourceAggregator
 from mmlm_stream.records.channels import AudioChunk, Tone
-from mmlm_stream.records.evidence import Channel
-from mmlm_stream.records.results import AudioEncoder, Role
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import AudioEncoder
 from mmlm_stream.records.schema import EventRecord, WindowRecord
 
 pytestmark = [pytest.mark.models]
@@ -50,13 +50,13 @@ def describe_audio(
     """Windows and events of the audio channel alone, through the real aggregator; for live,
     also when (media time of the last chunk fed) each event came out."""
     source = chunks[0].source if chunks else "empty"
-    aggregator = SourceAggregator(source, Config(), frozenset({Channel.AUDIO}), live=live)
+    aggregator = SourceAggregator(source, Config(), frozenset({Modality.AUDIO}), live=live)
     windows: list[WindowRecord] = []
     events: list[EventRecord] = []
     timed: list[tuple[float, EventRecord]] = []
     for chunk, encoding in zip(chunks, encoder.encode(chunks), strict=True):
-        aggregator.add(Channel.AUDIO, [encoding])
-        aggregator.advance(Channel.AUDIO, chunk.end)
+        aggregator.add(Modality.AUDIO, [encoding])
+        aggregator.advance(Modality.AUDIO, chunk.end)
         polled = aggregator.poll()
         found = polled.events + [e for out in polled.windows for e in out.events]
         timed += [(chunk.end, e) for e in found]
@@ -70,7 +70,7 @@ def describe_audio(
 
 @pytest.fixture(scope="module")
 def yamnet(default_models: ModelsConfig) -> AudioEncoder:
-    encoder = load_encoder(Role.AUDIO, default_models)
+    encoder = load_encoder(Modality.AUDIO, default_models)
     assert isinstance(encoder, AudioEncoder)
     return encoder
 

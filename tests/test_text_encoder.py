@@ -9,19 +9,20 @@ import pytest
 
 from mmlm_stream.config.models import ModelsConfig, TextModelConfig
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder
-from mmlm_stream.records.results import FrameEncoder, Role, TextEncoder
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import FrameEncoder, TextEncoder
 
 
 @pytest.fixture(scope="module")
 def minilm(default_models: ModelsConfig) -> TextEncoder:
-    encoder = load_encoder(Role.TEXT, default_models)
+    encoder = load_encoder(Modality.TEXT, default_models)
     assert isinstance(encoder, TextEncoder)
     return encoder
 
 
 @pytest.fixture(scope="module")
 def tiny_text(tiny_models: ModelsConfig) -> TextEncoder:
-    encoder = load_encoder(Role.TEXT, tiny_models)
+    encoder = load_encoder(Modality.TEXT, tiny_models)
     assert isinstance(encoder, TextEncoder)
     return encoder
 
@@ -76,7 +77,7 @@ def test_minilm_bad_model_override_is_model_unavailable(tmp_path: Path) -> None:
         text=TextModelConfig(model=str(tmp_path / "no-such-model")),
     )
     with pytest.raises(ModelUnavailable, match="no-such-model") as caught:
-        load_encoder(Role.TEXT, models)
+        load_encoder(Modality.TEXT, models)
     assert "\n" not in str(caught.value)
 
 
@@ -84,7 +85,7 @@ def test_minilm_bad_model_override_is_model_unavailable(tmp_path: Path) -> None:
 def test_tiny_clip_text_loads_via_registry_and_shares_the_frames_model(
     tiny_text: TextEncoder, tiny_models: ModelsConfig
 ) -> None:
-    frames = load_encoder(Role.FRAMES, tiny_models)
+    frames = load_encoder(Modality.VISUAL, tiny_models)
     assert isinstance(frames, FrameEncoder)
     assert tiny_text.embedding_dim == frames.embedding_dim
     assert tiny_text._bundle is frames._bundle  # type: ignore[attr-defined]
@@ -97,7 +98,7 @@ def test_tiny_clip_text_loads_via_registry_and_shares_the_frames_model(
 
 def test_hub_text_without_weights_is_one_line_model_unavailable(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable) as caught:
-        load_encoder(Role.TEXT, ModelsConfig(set="hub", device="cpu", cache_dir=tmp_path))
+        load_encoder(Modality.TEXT, ModelsConfig(set="hub", device="cpu", cache_dir=tmp_path))
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith("text model 'openai/clip-vit-base-patch32' of set 'hub'")

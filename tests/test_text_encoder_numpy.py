@@ -16,7 +16,7 @@ from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models import text_minilm
 from mmlm_stream.models.bert_numpy import NumpyBert, erf
 from mmlm_stream.models.registry import LoadContext, resolve
-from mmlm_stream.records.results import Role
+from mmlm_stream.records.modality import Modality
 
 LONG = " ".join(f"token{i} and some more words" for i in range(120))
 TEXTS = [
@@ -35,7 +35,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def text_context(default_models: ModelsConfig) -> LoadContext:
-    resolved = resolve(Role.TEXT, default_models)
+    resolved = resolve(Modality.TEXT, default_models)
     assert resolved is not None
     return resolved.context
 
@@ -130,9 +130,8 @@ def test_default_text_model_on_cpu_never_imports_torch(tmp_path: Path) -> None:
 import sys
 from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models.registry import load_encoder
-from mmlm_stream.records.results import Role
 models = ModelsConfig(set="default", device="cpu", cache_dir={str(tmp_path)!r})
-encoder = load_encoder(Role.TEXT, models)
+encoder = load_encoder(Modality.TEXT, models)
 assert encoder.embed(["a dog barks", ""]).shape == (2, 384)
 print(type(encoder.model).__name__, "torch" in sys.modules)
 """

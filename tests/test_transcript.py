@@ -22,7 +22,7 @@ from mmlm_stream.operators.source import resolve_source
 from mmlm_stream.operators.window import Windower
 from mmlm_stream.pipeline.aggregate import SourceAggregator, hop_text, transcript_of
 from mmlm_stream.pipeline.encoding import LocalEncoders
-from mmlm_stream.records.evidence import Channel
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.results import TranscriptSegment, Word
 from mmlm_stream.records.schema import WindowRecord, utterance_id
 
@@ -49,9 +49,9 @@ def test_every_word_lands_in_exactly_one_window_and_the_windows_rebuild_the_tran
     utterances = [
         utterance(words[i : i + per_utterance]) for i in range(0, len(words), per_utterance)
     ]
-    windower = Windower("s", [Channel.SPEECH], window_s=hop * overlap, hop_s=hop)
+    windower = Windower("s", [Modality.SPEECH], window_s=hop * overlap, hop_s=hop)
     for u in utterances:
-        windower.add(Channel.SPEECH, u)
+        windower.add(Modality.SPEECH, u)
     windows = windower.ready() + windower.finish()
     rebuilt = " ".join(
         text for c in windows if (text := hop_text(transcript_of(c), c.start, hop))
@@ -67,10 +67,10 @@ def test_an_utterance_without_word_times_belongs_to_the_window_of_its_start():
 
 def test_windows_reference_each_utterance_whole_with_a_stable_id():
     config = Config(window=WindowConfig(window_s=4.0, hop_s=2.0))
-    aggregator = SourceAggregator("cam", config, frozenset({Channel.SPEECH}))
+    aggregator = SourceAggregator("cam", config, frozenset({Modality.SPEECH}))
     said = utterance([(1.0, "Hello"), (2.5, "there,"), (4.2, "friend.")])
-    aggregator.add(Channel.SPEECH, [said])
-    aggregator.advance(Channel.SPEECH, 20.0)
+    aggregator.add(Modality.SPEECH, [said])
+    aggregator.advance(Modality.SPEECH, 20.0)
     windows = [o.window for o in aggregator.poll().windows]
     holding = [w for w in windows if w.speech.segments]
     assert [w.start for w in holding] == [0.0, 2.0, 4.0]

@@ -16,8 +16,11 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
 
+from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.config.transport import REDIS, TransportConfig, resolve_class
 from mmlm_stream.records.channels import StreamStatus
 from mmlm_stream.records.schema import EventRecord, WindowRecord, utc_stamp
+from mmlm_stream.util.errors import ConfigError
 
 StateLike = StreamStatus | Mapping[str, Any] | str
 
@@ -135,3 +138,20 @@ class NullPublisher(Publisher, StreamRegistry):
 
     def close(self) -> None:
         pass
+
+
+def open_publisher(transport: TransportConfig, url: str | None, redis: RedisConfig) -> Publisher:
+    """The configured transport: Redis at ``url`` (nothing when ``url`` is empty: records
+    are not published), or the configured class built with its options."""
+    if transport.publisher != REDIS:
+        cls = resolve_class(transport.publisher)
+        if not issubclass(cls, Publisher):
+            raise ConfigError(
+                f"transport.publisher: {transport.publisher} is not a bus.transport.Publisher"
+            )
+        return cls(**transport.options)
+    if not url:
+        return NullPublisher()
+    from mmlm_stream.bus.redis_bus import RedisPublisher
+
+    return RedisPublisher(url, redis)

@@ -278,7 +278,7 @@ def cmd_models_list(args: argparse.Namespace, config: Config) -> int:
     for row in rows:
         size = f"{row.size_mb:.0f} MB" if row.size_mb else "size n/a"
         state = "" if row.enabled else "  (disabled in config)"
-        print(f"  {row.role.value:<9} {row.model}{state}")
+        print(f"  {row.modality.value:<9} {row.model}{state}")
         print(f"            weights: {row.weights} ({size}, licence {row.licence})")
         print(f"            runs on: {row.device} {row.dtype}")
     return EXIT_OK
@@ -295,11 +295,11 @@ def cmd_models_verify(args: argparse.Namespace, config: Config) -> int:
         for r in results:
             if r.ok:
                 print(
-                    f"ok      {r.role.value:<9} {r.model}: loaded in {r.load_s:.1f}s, "
+                    f"ok      {r.modality.value:<9} {r.model}: loaded in {r.load_s:.1f}s, "
                     f"one inference {r.infer_ms:.0f} ms"
                 )
             else:
-                print(f"FAILED  {r.role.value:<9} {r.detail}")
+                print(f"FAILED  {r.modality.value:<9} {r.detail}")
     failed = [r for r in results if not r.ok]
     if failed:
         print(
@@ -500,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list or verify the model set")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     for name, func, text in (
-        ("list", cmd_models_list, "show each role's model, weights, licence and device"),
+        ("list", cmd_models_list, "show each modality's model, weights, licence and device"),
         ("verify", cmd_models_verify, "load each model and run one inference"),
     ):
         p = models_sub.add_parser(name, help=text)

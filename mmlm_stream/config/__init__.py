@@ -26,6 +26,7 @@ from mmlm_stream.config.live import LiveConfig
 from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.config.section import Section
 from mmlm_stream.config.supervisor import SupervisorConfig
+from mmlm_stream.config.transport import TransportConfig
 from mmlm_stream.config.window import WindowConfig
 from mmlm_stream.util.errors import ConfigError
 
@@ -46,6 +47,7 @@ class Config(Section):
     describer: DescriberConfig = Field(default_factory=DescriberConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    transport: TransportConfig = Field(default_factory=TransportConfig)
 
 
 # Taken literally (a token may hold '#', ': ' or only digits, which YAML would cut or turn

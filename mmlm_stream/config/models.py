@@ -1,13 +1,18 @@
-"""Section ``models``: which model set runs, where, and per-role settings."""
+"""Section ``models``: which model set runs, where, and per-modality settings."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mmlm_stream.config.section import Section
+from mmlm_stream.records.modality import LEGACY
+
+logger = logging.getLogger(__name__)
 
 
 def _default_cache_dir() -> Path:
@@ -15,8 +20,8 @@ def _default_cache_dir() -> Path:
     return Path(base) / "mmlm-stream"
 
 
-class RoleConfig(Section):
-    """Settings every encoder role shares; null means "use the model set's / global value"."""
+class EncoderConfig(Section):
+    """Settings every encoder modality shares; null means "use the model set's / global value"."""
 
     model: str | None = Field(
         None, description="Model id or local folder replacing the model set's choice."
@@ -30,7 +35,7 @@ class RoleConfig(Section):
     batch_size: int = Field(8, ge=1, description="Items per inference call.")
 
 
-class FramesModelConfig(RoleConfig):
+class VisualModelConfig(EncoderConfig):
     batch_size: int = Field(
         4, ge=1, description="Frames per inference call (4 measured fastest on CPU; more on GPU)."
     )
@@ -41,7 +46,7 @@ class FramesModelConfig(RoleConfig):
     )
 
 
-class AudioModelConfig(RoleConfig):
+class AudioModelConfig(EncoderConfig):
     batch_size: int = Field(8, ge=1, description="Audio chunks per inference call.")
     top_k: int = Field(5, ge=1, description="Tags kept per patch and per chunk.")
     vad_threshold: float = Field(0.5, gt=0, lt=1, description="Speech probability threshold.")
@@ -51,25 +56,25 @@ class AudioModelConfig(RoleConfig):
     )
 
 
-class SpeechModelConfig(RoleConfig):
+class SpeechModelConfig(EncoderConfig):
     batch_size: int = Field(4, ge=1, description="30 s speech windows per inference call.")
     language: str | None = Field(None, description="Spoken language (e.g. 'en'); null = detect.")
     word_timestamps: bool = Field(True, description="Include word times in transcripts.")
     beam_size: int = Field(1, ge=1, description="Beam width of decoding (1 = greedy).")
 
 
-class TextModelConfig(RoleConfig):
+class TextModelConfig(EncoderConfig):
     batch_size: int = Field(32, ge=1, description="Texts per inference call.")
 
 
-class OcrModelConfig(RoleConfig):
+class OcrModelConfig(EncoderConfig):
     enabled: bool = Field(False, description="Read on-screen text (slow on CPU).")
     fps: float = Field(0.2, gt=0, description="Frames per second of media given to OCR.")
     min_score: float = Field(0.5, ge=0, le=1, description="Drop text read with less confidence.")
     batch_size: int = Field(1, ge=1, description="Frames per OCR call.")
 
 
-class DetectorModelConfig(RoleConfig):
+class ObjectsModelConfig(EncoderConfig):
     enabled: bool = Field(
         True, description="Detect people and objects when the set has a detector."
     )
@@ -89,7 +94,7 @@ class DetectorModelConfig(RoleConfig):
 
 
 class ModelsConfig(Section):
-    """Which model set runs, where, and per-role overrides (contract §8)."""
+    """Which model set runs, where, and per-modality overrides (contract §8)."""
 
     set: str = Field("default", description="Model set: default, hub or tiny.")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
@@ -101,9 +106,28 @@ class ModelsConfig(Section):
     allow_download: bool = Field(
         False, description="Let the hub set download missing weights (never by default)."
     )
-    frames: FramesModelConfig = Field(default_factory=FramesModelConfig)
+    visual: VisualModelConfig = Field(default_factory=VisualModelConfig)
     audio: AudioModelConfig = Field(default_factory=AudioModelConfig)
     speech: SpeechModelConfig = Field(default_factory=SpeechModelConfig)
     text: TextModelConfig = Field(default_factory=TextModelConfig)
     ocr: OcrModelConfig = Field(default_factory=OcrModelConfig)
-    detector: DetectorModelConfig = Field(default_factory=DetectorModelConfig)
+    objects: ObjectsModelConfig = Field(default_factory=ObjectsModelConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_names(cls, data: Any) -> Any:
+        """``frames``/``detector`` were the old names of ``visual``/``objects``: accepted with
+        a warning, an error when both spellings are given."""
+        if not isinstance(data, dict) or not LEGACY.keys() & data.keys():
+            return data
+        data = dict(data)
+        for old, new in LEGACY.items():
+            if old not in data:
+                continue
+            if new.value in data:
+                raise ValueError(
+                    f"models.{old} and models.{new.value} are the same section; keep {new.value}"
+                )
+            logger.warning("config: models.%s is now models.%s", old, new.value)
+            data[new.value] = data.pop(old)
+        return data

@@ -24,7 +24,7 @@ import yaml
 
 from mmlm_stream.config import Config
 from mmlm_stream.deploy.serve_config import read_serve_config
-from mmlm_stream.models.registry import enabled_roles
+from mmlm_stream.models.registry import enabled_modalities
 from mmlm_stream.util.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -49,11 +49,11 @@ CPU_NODE_PER_REPLICA = 0.001
 # CPU batch caps: fastest measured on CPU for frames/audio/speech/text (benchmarks/encoders.py,
 # docs/deployment.md), local-cpu.yaml's for the detector and OCR; gpu.yaml's batches suit GPUs only.
 CPU_MAX_BATCH = {
-    "FrameEncoder": 4,
+    "VisualEncoder": 4,
     "AudioEncoder": 8,
     "SpeechEncoder": 4,
     "TextEncoder": 32,
-    "DetectorEncoder": 8,
+    "ObjectsEncoder": 8,
     "OcrEncoder": 2,
 }
 EXAMPLE_GPUS = {"cpu-only": 0, "1-gpu": 1, "8-gpu": 8}
@@ -111,7 +111,7 @@ def app_deployment_names(
     from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES
 
     models = (config or Config()).models
-    names = {"Decoder", *(DEPLOYMENT_NAMES[role] for role in enabled_roles(models))}
+    names = {"Decoder", *(DEPLOYMENT_NAMES[modality] for modality in enabled_modalities(models))}
     extra = {"Publisher": publish, "Ingress": service}
     return names | {name for name, wanted in extra.items() if wanted}
 

@@ -3,12 +3,19 @@ would: per-deployment resources, batching, autoscaling."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mmlm_stream.util.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+LEGACY_DEPLOYMENT_NAMES = {"FrameEncoder": "VisualEncoder", "DetectorEncoder": "ObjectsEncoder"}
+"""Deployment names of older Serve configs, read under their new names (``mmlm-stream`` only:
+``serve run`` of such a file needs the new names)."""
 
 # The deployment options `.options()` accepts that a Serve config may set per deployment.
 OPTION_KEYS = {
@@ -52,5 +59,8 @@ def deployment_options(path: Path) -> dict[str, dict[str, Any]]:
         unknown = set(entry) - OPTION_KEYS - {"name"}
         if unknown:
             raise ConfigError(f"{path}: deployment {entry.get('name')}: unknown {sorted(unknown)}")
-        options[entry["name"]] = {k: v for k, v in entry.items() if k != "name"}
+        name = LEGACY_DEPLOYMENT_NAMES.get(entry["name"], entry["name"])
+        if name != entry["name"]:
+            logger.warning("%s: deployment %s is now %s", path, entry["name"], name)
+        options[name] = {k: v for k, v in entry.items() if k != "name"}
     return options

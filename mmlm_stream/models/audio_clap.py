@@ -32,7 +32,8 @@ from mmlm_stream.models.audio_yamnet import (
 from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.operators.loudness import clean, envelope, loudness
 from mmlm_stream.records.channels import AudioChunk
-from mmlm_stream.records.results import AudioEncoding, AudioTags, Role
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import AudioEncoding, AudioTags
 from mmlm_stream.util.atomic_folder import build_folder
 
 logger = logging.getLogger(__name__)
@@ -312,7 +313,7 @@ def _load_tiny(ctx: LoadContext) -> ClapAudioEncoder:
 
 SPEC = ModelSpec(
     name=HUB_MODEL,
-    role=Role.AUDIO,
+    modality=Modality.AUDIO,
     load=_load_hub,
     weights=f"Hugging Face {HUB_MODEL} (local cache or models.audio.model folder)",
     licence="Apache-2.0 (LAION CLAP); Silero VAD: MIT",
@@ -325,7 +326,7 @@ SPEC = ModelSpec(
 
 TINY = ModelSpec(
     name="tiny-clap",
-    role=Role.AUDIO,
+    modality=Modality.AUDIO,
     load=_load_tiny,
     weights="built from a ClapConfig with random weights into cache_dir/tiny/clap",
     licence="n/a (random weights, tests only)",

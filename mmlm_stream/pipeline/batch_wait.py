@@ -5,7 +5,7 @@ Waiting pays only when other callers are coming: Whisper pads every call to one 
 wait a second for each other cost one window instead of several, while one file or one
 camera would only be slowed by that second. The rule: a call that comes within ``busy_s``
 of the previous one (several callers at work) lets the batch wait ``busy_s``; otherwise it
-waits the role's usual ``quiet_s``.
+waits the modality's usual ``quiet_s``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The encoders of one model set behind one interface, in process.
 
-``Encoders`` is what the analysis loop calls. ``RoleEncoders`` holds the rules shared by
-every implementation (which optional roles run, at what frame rate); ``LocalEncoders`` runs
+``Encoders`` is what the analysis loop calls. ``ModalityEncoders`` holds the rules shared by
+every implementation (which optional modalities run, at what frame rate); ``LocalEncoders`` runs
 the models of the configured set in this process, and the Ray pipeline's implementation
 runs them in Serve deployments, so the loop is the same in both places.
 
@@ -22,18 +22,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from mmlm_stream.config.models import ModelsConfig
-from mmlm_stream.models.registry import enabled_roles, load_encoder
+from mmlm_stream.models.registry import enabled_modalities, load_encoder
 from mmlm_stream.operators.camera_motion import View
 from mmlm_stream.operators.detector_gate import DetectorGate, Judgement
 from mmlm_stream.operators.frame_sampler import FrameSampler
 from mmlm_stream.records.channels import AudioChunk, Frame
-from mmlm_stream.records.evidence import Channel
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.results import (
     AudioEncoding,
     DetectionResult,
     FrameEncoding,
     OcrResult,
-    Role,
     SpeechInput,
     TranscriptSegment,
 )
@@ -59,7 +58,7 @@ def _living_labels() -> frozenset[str]:
 
 
 class Encoders(Protocol):
-    channels: frozenset[Channel]
+    channels: frozenset[Modality]
 
     def encode_frames(self, frames: Sequence[Frame]) -> FrameResults: ...
 
@@ -72,44 +71,44 @@ class Encoders(Protocol):
     def model_ids(self) -> dict[str, str]: ...
 
 
-class RoleEncoders(ABC):
-    """The sampling rules of the optional roles, whatever runs the models.
+class ModalityEncoders(ABC):
+    """The sampling rules of the optional modalities, whatever runs the models.
 
     OCR and the detector see frames at their own rates (per source); subclasses only say
-    how one role is run on a batch (in process, or through a Serve deployment).
+    how one modality is run on a batch (in process, or through a Serve deployment).
     """
 
     def __init__(self, models: ModelsConfig) -> None:
         self.models = models
-        self._roles = enabled_roles(models)
-        channels = {Channel.FRAMES, Channel.AUDIO, Channel.SPEECH, Channel.SUBTITLES}
-        self.ocr_on = Role.OCR in self._roles
-        self.detector_on = Role.DETECTOR in self._roles
+        self._roles = enabled_modalities(models)
+        channels = {Modality.VISUAL, Modality.AUDIO, Modality.SPEECH, Modality.SUBTITLES}
+        self.ocr_on = Modality.OCR in self._roles
+        self.detector_on = Modality.OBJECTS in self._roles
         if self.ocr_on:
-            channels.add(Channel.OCR)
+            channels.add(Modality.OCR)
         if self.detector_on:
-            channels.add(Channel.OBJECTS)
+            channels.add(Modality.OBJECTS)
         self.channels = frozenset(channels)
         self._ocr_sampler: dict[str, FrameSampler] = defaultdict(
             lambda: FrameSampler(models.ocr.fps)
         )
         self._detector_sampler: dict[str, FrameSampler] = defaultdict(
-            lambda: FrameSampler(models.detector.fps)
+            lambda: FrameSampler(models.objects.fps)
         )
-        living = _living_labels() if self.detector_on and models.detector.gated else frozenset()
+        living = _living_labels() if self.detector_on and models.objects.gated else frozenset()
         self._detector_gate: dict[str, DetectorGate] = defaultdict(
-            lambda: DetectorGate(models.detector.refresh_s, living)
+            lambda: DetectorGate(models.objects.refresh_s, living)
         )
         self.detector_runs = 0
         """Frames the detector actually saw (the rest were gated; see ``DetectorGate``)."""
 
     @property
-    def roles(self) -> list[Role]:
+    def modalities(self) -> list[Modality]:
         return list(self._roles)
 
     @abstractmethod
-    def run(self, role: Role, items: Sequence[Any]) -> Any:
-        """Run ``role``'s model on a non-empty batch and return its results."""
+    def run(self, modality: Modality, items: Sequence[Any]) -> Any:
+        """Run ``modality``'s model on a non-empty batch and return its results."""
 
     @abstractmethod
     def model_ids(self) -> dict[str, str]:
@@ -118,7 +117,7 @@ class RoleEncoders(ABC):
     def encode_frames(self, frames: Sequence[Frame]) -> FrameResults:
         if not frames:
             return FrameResults([])
-        encodings = self.run(Role.FRAMES, frames)
+        encodings = self.run(Modality.VISUAL, frames)
         detections: list[DetectionResult] = []
         ocr: list[OcrResult] = []
         if self.detector_on:
@@ -129,7 +128,7 @@ class RoleEncoders(ABC):
         if self.ocr_on:
             due = [f for f in frames if self._ocr_sampler[f.source].wants(f.time)]
             if due:
-                ocr = self.run(Role.OCR, due)
+                ocr = self.run(Modality.OCR, due)
         return FrameResults(encodings, detections, ocr)
 
     def _detect(
@@ -140,9 +139,9 @@ class RoleEncoders(ABC):
         Frames of one source in a batch are judged in order, each against the last frame
         detected before it; a skipped frame whose reference is in this batch gets its result.
         """
-        if not self.models.detector.gated:
+        if not self.models.objects.gated:
             self.detector_runs += len(due)
-            return self.run(Role.DETECTOR, due)
+            return self.run(Modality.OBJECTS, due)
         results: dict[int, DetectionResult] = {}
         pending: list[tuple[Frame, View]] = []
         reference: dict[str, Frame] = {}  # per source: the last frame sent in this batch
@@ -161,7 +160,7 @@ class RoleEncoders(ABC):
                 results[id(frame)] = gate.carried(frame, judgement)
         if pending:
             self.detector_runs += len(pending)
-            found = self.run(Role.DETECTOR, [frame for frame, _ in pending])
+            found = self.run(Modality.OBJECTS, [frame for frame, _ in pending])
             for (frame, seen), result in zip(pending, found, strict=True):
                 gate = self._detector_gate[frame.source]  # in order: the last one stays
                 gate.detected(frame, seen, encodings.get(id(frame)), result.detections)
@@ -171,45 +170,47 @@ class RoleEncoders(ABC):
         return [results[id(frame)] for frame in due]
 
     def encode_audio(self, chunks: Sequence[AudioChunk]) -> list[AudioEncoding]:
-        return self.run(Role.AUDIO, chunks) if chunks else []
+        return self.run(Modality.AUDIO, chunks) if chunks else []
 
     def transcribe(self, speech: Sequence[SpeechInput]) -> list[TranscriptSegment]:
-        return self.run(Role.SPEECH, speech) if speech else []
+        return self.run(Modality.SPEECH, speech) if speech else []
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
-        return self.run(Role.TEXT, texts)
+        return self.run(Modality.TEXT, texts)
 
 
-def call_role(encoder: Any, role: Role, items: Sequence[Any]) -> Any:
-    """The one method each role's encoder protocol exposes for a batch."""
+def call_role(encoder: Any, modality: Modality, items: Sequence[Any]) -> Any:
+    """The one method each modality's encoder protocol exposes for a batch."""
     method = {
-        Role.FRAMES: "encode",
-        Role.AUDIO: "encode",
-        Role.SPEECH: "transcribe",
-        Role.TEXT: "embed",
-        Role.OCR: "read",
-        Role.DETECTOR: "detect",
-    }[role]
+        Modality.VISUAL: "encode",
+        Modality.AUDIO: "encode",
+        Modality.SPEECH: "transcribe",
+        Modality.TEXT: "embed",
+        Modality.OCR: "read",
+        Modality.OBJECTS: "detect",
+    }[modality]
     return getattr(encoder, method)(items)
 
 
-def call_role_per_request(encoder: Any, role: Role, requests: Sequence[Sequence[Any]]) -> list[Any]:
+def call_role_per_request(
+    encoder: Any, modality: Modality, requests: Sequence[Sequence[Any]]
+) -> list[Any]:
     """One model call for several callers' items; each caller's results, in its order.
 
-    Every role answers one result per item except speech: a recogniser returns transcript
+    Every modality answers one result per item except speech: a recogniser returns transcript
     segments, as many as it heard (an utterance may be two sentences, a noise none), so a
     merged call could not be split back by item counts (the surplus segments were lost, and
     a segment could reach the wrong source). A recogniser with ``transcribe_many`` answers
     per caller itself (packing callers of one known language together, see
     ``PackedWhisper``); any other is called once per caller.
     """
-    if role is Role.SPEECH:
+    if modality is Modality.SPEECH:
         many = getattr(encoder, "transcribe_many", None)
         if many is not None:
             return [list(found) for found in many(requests)]
-        return [list(call_role(encoder, role, items)) if items else [] for items in requests]
+        return [list(call_role(encoder, modality, items)) if items else [] for items in requests]
     flat = [item for items in requests for item in items]
-    results = call_role(encoder, role, flat)
+    results = call_role(encoder, modality, flat)
     out, start = [], 0
     for items in requests:
         out.append(results[start : start + len(items)])
@@ -217,32 +218,22 @@ def call_role_per_request(encoder: Any, role: Role, requests: Sequence[Sequence[
     return out
 
 
-class LocalEncoders(RoleEncoders):
-    """Loads each role's model in this process on first use (through the registry)."""
+class LocalEncoders(ModalityEncoders):
+    """Loads each modality's model in this process on first use (through the registry)."""
 
-    def load(self, role: Role) -> Any:
-        encoder = load_encoder(role, self.models)
+    def load(self, modality: Modality) -> Any:
+        encoder = load_encoder(modality, self.models)
         if encoder is None:
-            raise KeyError(f"model set '{self.models.set}' has no {role.value} model")
+            raise KeyError(f"model set '{self.models.set}' has no {modality.value} model")
         return encoder
 
     def warm(self) -> None:
         """Load every enabled model now rather than on the first item."""
-        for role in self.roles:
-            self.load(role)
+        for modality in self.modalities:
+            self.load(modality)
 
-    def run(self, role: Role, items: Sequence[Any]) -> Any:
-        return call_role(self.load(role), role, items)
+    def run(self, modality: Modality, items: Sequence[Any]) -> Any:
+        return call_role(self.load(modality), modality, items)
 
     def model_ids(self) -> dict[str, str]:
-        return {ROLE_RECORD_KEY[role]: self.load(role).model_id for role in self.roles}
-
-
-ROLE_RECORD_KEY = {
-    Role.FRAMES: "visual",
-    Role.AUDIO: "audio",
-    Role.SPEECH: "speech",
-    Role.TEXT: "text",
-    Role.OCR: "ocr",
-    Role.DETECTOR: "objects",
-}
+        return {modality.value: self.load(modality).model_id for modality in self.modalities}

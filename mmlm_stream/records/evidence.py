@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 
 import numpy as np
 
 from mmlm_stream.records.channels import SubtitleCue
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.results import (
     AudioEncoding,
     DetectionResult,
@@ -24,27 +24,17 @@ from mmlm_stream.records.results import (
 )
 from mmlm_stream.records.schema import window_id
 
-
-class Channel(StrEnum):
-    FRAMES = "frames"
-    AUDIO = "audio"
-    SPEECH = "speech"
-    SUBTITLES = "subtitles"
-    OCR = "ocr"
-    OBJECTS = "objects"
-
-
 Evidence = (
     FrameEncoding | AudioEncoding | TranscriptSegment | SubtitleCue | OcrResult | DetectionResult
 )
 
-CHANNEL_OF: dict[type, Channel] = {
-    FrameEncoding: Channel.FRAMES,
-    AudioEncoding: Channel.AUDIO,
-    TranscriptSegment: Channel.SPEECH,
-    SubtitleCue: Channel.SUBTITLES,
-    OcrResult: Channel.OCR,
-    DetectionResult: Channel.OBJECTS,
+MODALITY_OF: dict[type, Modality] = {
+    FrameEncoding: Modality.VISUAL,
+    AudioEncoding: Modality.AUDIO,
+    TranscriptSegment: Modality.SPEECH,
+    SubtitleCue: Modality.SUBTITLES,
+    OcrResult: Modality.OCR,
+    DetectionResult: Modality.OBJECTS,
 }
 
 
@@ -62,15 +52,15 @@ class WindowContents:
     source: str
     start: float
     end: float
-    items: dict[Channel, tuple[Evidence, ...]]
-    present: frozenset[Channel]
+    items: dict[Modality, tuple[Evidence, ...]]
+    present: frozenset[Modality]
     wall_start: datetime | None = None
 
     @property
     def window_id(self) -> str:
         return window_id(self.source, self.start)
 
-    def of(self, channel: Channel) -> tuple[Evidence, ...]:
+    def of(self, channel: Modality) -> tuple[Evidence, ...]:
         return self.items.get(channel, ())
 
 

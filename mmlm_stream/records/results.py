@@ -1,4 +1,4 @@
-"""The encoder roles and their typed results: the contract between models and the pipeline.
+"""The encoder modalities and their typed results: the contract between models and the pipeline.
 
 Every model file implements one of these protocols; the pipeline only sees the results.
 Scores are always in [0, 1]; embeddings are float32 and L2-normalised; times are media
@@ -9,21 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from mmlm_stream.records.channels import AudioChunk, Frame, Tone
-
-
-class Role(StrEnum):
-    FRAMES = "frames"
-    AUDIO = "audio"
-    SPEECH = "speech"
-    TEXT = "text"
-    OCR = "ocr"
-    DETECTOR = "detector"
+from mmlm_stream.records.modality import Modality
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,13 +176,13 @@ class ObjectDetector(Encoder, Protocol):
     def detect(self, frames: Sequence[Frame]) -> list[DetectionResult]: ...
 
 
-ROLE_PROTOCOLS: dict[Role, type] = {
-    Role.FRAMES: FrameEncoder,
-    Role.AUDIO: AudioEncoder,
-    Role.SPEECH: SpeechRecognizer,
-    Role.TEXT: TextEncoder,
-    Role.OCR: OcrReader,
-    Role.DETECTOR: ObjectDetector,
+ENCODER_PROTOCOLS: dict[Modality, type] = {
+    Modality.VISUAL: FrameEncoder,
+    Modality.AUDIO: AudioEncoder,
+    Modality.SPEECH: SpeechRecognizer,
+    Modality.TEXT: TextEncoder,
+    Modality.OCR: OcrReader,
+    Modality.OBJECTS: ObjectDetector,
 }
 
 

@@ -211,7 +211,11 @@ class WindowRecord(_Published):
     )
     description: str = ""
     events: list[str] = Field(default_factory=list)
-    channels: list[str] = Field(default_factory=list, description="Channels present in it.")
+    channels: list[str] = Field(
+        default_factory=list,
+        description="The modalities with evidence in it, by their record keys (visual, objects, "
+        "audio, speech, subtitles, ocr).",
+    )
     models: dict[str, str] = Field(default_factory=dict)
     published_at: str | None = None
 

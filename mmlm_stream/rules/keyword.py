@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mmlm_stream.records.evidence import Channel, FusedWindow
+from mmlm_stream.records.evidence import FusedWindow
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.results import OcrResult, TranscriptSegment
 from mmlm_stream.records.schema import EventType
 from mmlm_stream.rules.base import (
@@ -127,7 +128,7 @@ class KeywordDetector(ConditionDetector):
         if "ocr" in search:
             timed = [
                 (result.time, item.text)
-                for result in window.contents.of(Channel.OCR)
+                for result in window.contents.of(Modality.OCR)
                 if isinstance(result, OcrResult)
                 for item in result.texts
             ]

@@ -10,7 +10,7 @@ is compared, in the text encoder's space, with what the window says about itself
   because ImageNet spreads one cat over "tabby", "tiger cat", "Egyptian cat"); the other label
   kinds take the best label. YAMNet's "Silence" is skipped: it scores ~0.98 everywhere.
 - text evidence (``speech`` segments, ``subtitles`` cues, ``ocr`` lines): ``match`` alone.
-- ``frames`` (hub set): when the frame encoder exposes ``score_embeddings`` (a shared
+- ``visual`` (hub set): when the frame encoder exposes ``score_embeddings`` (a shared
   text-image space such as CLIP), its score of the query against the window's frame
   embeddings, best frame (``frame_mean`` when the frames are not at hand).
 
@@ -30,7 +30,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from mmlm_stream.records.evidence import Channel, FusedWindow
+from mmlm_stream.records.evidence import FusedWindow
+from mmlm_stream.records.modality import Modality
 from mmlm_stream.records.results import FrameEncoding, Label, OcrResult, TextEncoder
 
 logger = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ class TextQueryScorer:
                     0.0,
                     1.0,
                 )
-                offer(scores, "frames", ["" for _ in times], list(times))
+                offer(scores, "visual", ["" for _ in times], list(times))
         return best
 
     def _label_matches(self, labels: list[Label], queries: np.ndarray, modality: str) -> np.ndarray:
@@ -232,7 +233,7 @@ class TextQueryScorer:
     @staticmethod
     def _texts(window: FusedWindow) -> dict[str, list[tuple[str, float | None]]]:
         ocr_times: dict[str, float] = {}
-        for result in window.contents.of(Channel.OCR):
+        for result in window.contents.of(Modality.OCR):
             if isinstance(result, OcrResult):
                 for text in result.texts:
                     ocr_times.setdefault(text.text, result.time)
@@ -250,7 +251,7 @@ class TextQueryScorer:
     def _frame_embeddings(window: FusedWindow) -> list[tuple[float | None, np.ndarray]]:
         frames: list[tuple[float | None, np.ndarray]] = [
             (item.time, item.embedding)
-            for item in window.contents.of(Channel.FRAMES)
+            for item in window.contents.of(Modality.VISUAL)
             if isinstance(item, FrameEncoding) and item.embedding.size
         ]
         if not frames and window.frame_mean is not None and window.frame_mean.size:

@@ -515,10 +515,10 @@ class PipelineBackend:
 
     async def metrics_text(self) -> str:
         if self.encoder_stats is not None:
-            for role, stats in (await self.encoder_stats()).items():
+            for modality, stats in (await self.encoder_stats()).items():
                 for size in stats.get("batches", []):
-                    self.metrics.encoder_batch(role, size)
-                self.metrics.set_queue_depth(role, int(stats.get("waiting", 0)))
+                    self.metrics.encoder_batch(modality, size)
+                self.metrics.set_queue_depth(modality, int(stats.get("waiting", 0)))
         if self.publisher_metrics is not None:
             self.metrics.set_publisher_counts(await self.publisher_metrics())
         return self.metrics.exposition()

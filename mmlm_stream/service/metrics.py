@@ -14,7 +14,7 @@ Names (all prefixed ``mmlm_``):
   ``stream_windows_total{stream}``;
 - ``window_latency_seconds{stream}``: histogram of ``published_at`` minus the wall-clock
   moment the window's media ended (live sources);
-- ``encoder_batch_size{role}`` (histogram), ``encoder_queue_depth{role}`` (gauge);
+- ``encoder_batch_size{modality}`` (histogram), ``encoder_queue_depth{modality}`` (gauge);
 - ``redis_published_total``, ``redis_publish_errors_total``, ``redis_dropped_total``,
   ``redis_buffered``, ``redis_oom_total``, ``redis_full``, ``redis_trimmed_total``;
 - ``stream_restarts_total{stream}``: analyses the supervisor restarted;
@@ -138,12 +138,12 @@ class PipelineMetrics:
         self.batch_size = Histogram(
             "mmlm_encoder_batch_size",
             "Items per encoder inference call.",
-            ["role"],
+            ["modality"],
             buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.queue_depth = Gauge(
-            "mmlm_encoder_queue_depth", "Items waiting for an encoder.", ["role"], registry=r
+            "mmlm_encoder_queue_depth", "Items waiting for an encoder.", ["modality"], registry=r
         )
         self.redis_published = Counter(
             "mmlm_redis_published", "Records added to the Redis streams.", registry=r
@@ -233,11 +233,11 @@ class PipelineMetrics:
 
     # -- encoders and the bus --------------------------------------------------------------------
 
-    def encoder_batch(self, role: str, size: int) -> None:
-        self.batch_size.labels(role).observe(size)
+    def encoder_batch(self, modality: str, size: int) -> None:
+        self.batch_size.labels(modality).observe(size)
 
-    def set_queue_depth(self, role: str, depth: int) -> None:
-        self.queue_depth.labels(role).set(depth)
+    def set_queue_depth(self, modality: str, depth: int) -> None:
+        self.queue_depth.labels(modality).set(depth)
 
     def set_publisher_counts(self, counts: Mapping[str, int]) -> None:
         """From ``RedisPublisher.metrics()`` (cumulative: published, errors, dropped, buffered)."""

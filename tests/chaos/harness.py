@@ -105,7 +105,7 @@ SOURCES = ("cam1", "cam2")
 AUDIT_GROUP = "chaos-audit"
 ENCODER_DEPLOYMENTS = tuple(DEPLOYMENT_NAMES.values())
 """Every encoder deployment name; a model set deploys only some (``deployed_encoders``)."""
-# One replica per encoder role, so that each role's replica can be killed on its own (the
+# One replica per encoder modality, so that each modality's replica can be killed on its own (the
 # default CPU layout runs them all in one "Encoders" replica).
 SPLIT_SERVE_CONFIG = Path(__file__).resolve().parents[2] / "deployments" / "local-cpu-split.yaml"
 TERMINAL_STATES = frozenset({"failed", "stopped", "ended"})
@@ -1382,7 +1382,7 @@ def check_timeout_path(service: ChaosService, since_ms: int) -> list[str]:
 
 
 def standard_faults(
-    encoders: Iterable[str] = ENCODER_DEPLOYMENTS, hung_encoder: str = "FrameEncoder"
+    encoders: Iterable[str] = ENCODER_DEPLOYMENTS, hung_encoder: str = "VisualEncoder"
 ) -> list[Fault]:
     """The issue's fault list, in order (encoders: those deployed, see ``deployed_encoders``)."""
     faults = [Fault("kill-Decoder", lambda s: kill_replica("Decoder"), "SIGKILL Decoder replica")]

@@ -34,7 +34,7 @@ from chaos.harness import (
 )
 from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.deployments.encoder import DEPLOYMENT_NAMES
-from mmlm_stream.models.registry import enabled_roles
+from mmlm_stream.models.registry import enabled_modalities
 
 pytestmark = [
     pytest.mark.chaos,
@@ -75,7 +75,7 @@ def test_sigkill_decoder_replica(chaos: ChaosService) -> None:
 
 # The encoders the chaos service deploys (the tiny set, OCR off by default): each one killed.
 DEPLOYED = sorted(
-    (DEPLOYMENT_NAMES[role] for role in enabled_roles(ModelsConfig(set="tiny"))),
+    (DEPLOYMENT_NAMES[modality] for modality in enabled_modalities(ModelsConfig(set="tiny"))),
     key=lambda n: (n != "TextEncoder", n),
 )
 
@@ -112,7 +112,7 @@ def test_source_gone_60s_with_fast_reconnects(chaos: ChaosService) -> None:
 
 
 def test_hung_encoder_sigstop_20s(chaos: ChaosService) -> None:
-    _survive(chaos, FAULTS["hung-FrameEncoder-20s"])
+    _survive(chaos, FAULTS["hung-VisualEncoder-20s"])
 
 
 def test_flapping_source_15s(chaos: ChaosService) -> None:

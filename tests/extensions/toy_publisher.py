@@ -2,7 +2,8 @@
 
 The recipe of docs/architecture.md: subclass ``bus.transport.Publisher`` and implement
 ``publish_window``, ``publish_event``, ``set_stream_state`` and ``close`` (``flush`` and
-``wait_delivered`` have defaults for transports that deliver at once).
+``wait_delivered`` have defaults for transports that deliver at once). The config picks it
+with ``transport: {publisher: "extensions.toy_publisher:ListPublisher", options: {name: x}}``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from mmlm_stream.records.schema import EventRecord, WindowRecord
 
 
 class ListPublisher(Publisher):
-    def __init__(self) -> None:
+    def __init__(self, name: str = "toy") -> None:
+        self.name = name
         self.windows: list[WindowRecord] = []
         self.events: list[EventRecord] = []
         self.states: list[tuple[str, dict[str, Any]]] = []

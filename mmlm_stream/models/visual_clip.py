@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mmlm_stream.config.models import FramesModelConfig
+from mmlm_stream.config.models import VisualModelConfig
 from mmlm_stream.models.clip_common import (
     DEFAULT_MODEL_ID,
     HUB_HOW_TO_GET,
@@ -25,7 +25,8 @@ from mmlm_stream.models.clip_common import (
 )
 from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.records.channels import Frame
-from mmlm_stream.records.results import FrameEncoding, Label, Role
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import FrameEncoding, Label
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def _load(ctx: LoadContext, spec: ModelSpec) -> ClipFrameEncoder:
     bundle = load_clip(ctx, spec)
     config = ctx.config
     top_k, vocabulary = 5, list(DEFAULT_VOCABULARY)
-    if isinstance(config, FramesModelConfig):
+    if isinstance(config, VisualModelConfig):
         top_k = config.top_k
         vocabulary = config.vocabulary or vocabulary
     return ClipFrameEncoder(bundle, batch_size=ctx.batch_size, top_k=top_k, vocabulary=vocabulary)
@@ -176,7 +177,7 @@ def load_tiny(ctx: LoadContext) -> ClipFrameEncoder:
 
 SPEC = ModelSpec(
     name=DEFAULT_MODEL_ID,
-    role=Role.FRAMES,
+    modality=Modality.VISUAL,
     load=load,
     weights=HUB_WEIGHTS,
     licence="MIT",
@@ -185,7 +186,7 @@ SPEC = ModelSpec(
 )
 TINY = ModelSpec(
     name="tiny-clip",
-    role=Role.FRAMES,
+    modality=Modality.VISUAL,
     load=load_tiny,
     weights=TINY_WEIGHTS,
     licence="n/a (random weights)",

