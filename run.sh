@@ -52,6 +52,8 @@ ensure_test_peers() {
         || apt_install gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
             gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
     command -v chromedriver >/dev/null || apt_install chromium chromium-driver
+    # A real MQTT broker for the sink tests (each test starts its own on a free port).
+    [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || apt_install mosquitto
     # Recorded human speech (Asterisk's prompts) and real sound effects (desktop sound
     # themes) for the real-media tests and benchmarks/quality.py.
     [ -d /usr/share/asterisk/sounds/en_US_f_Allison ] || apt_install asterisk-core-sounds-en-wav

@@ -90,6 +90,11 @@ def build_app(args: dict[str, Any]) -> Application:
     from mmlm_stream.deployments.ingress import Ingress
 
     jobs_dir = args.get("jobs_dir") or "jobs"
+    sinks = None
+    if config.sinks and args.get("redis_url"):
+        from mmlm_stream.deployments.sinks import Sinks
+
+        sinks = Sinks.options(**options.get("Sinks", {})).bind(config, args["redis_url"])
     return Ingress.options(**options.get("Ingress", {})).bind(
         decoder,
         encoders,
@@ -97,4 +102,5 @@ def build_app(args: dict[str, Any]) -> Application:
         config,
         args.get("redis_url"),
         jobs_dir,
+        sinks,
     )

@@ -37,8 +37,10 @@ class Ingress:
         config: Config,
         redis_url: str | None,
         jobs_dir: str,
+        sinks: Any = None,
     ) -> None:
         self.decoder = decoder
+        self.sinks = sinks  # the Sinks deployment (sinks: configured), deployed with this one
         self.encoders = encoders
         self.publisher = publisher
         self.config = config

@@ -686,14 +686,14 @@ SSE_CONFIG = {"sse_heartbeat_s": 0.3, "api_token": TOKEN}
 
 
 @pytest.fixture
-def live(redis_server: RedisServer, backend: FakeBackend) -> Iterator[LiveServer]:  # noqa: F811
+def live(redis_server: RedisServer, backend: FakeBackend) -> Iterator[LiveServer]:
     app = create_app(backend, ApiConfig(**SSE_CONFIG), redis_server.url)
     with LiveServer(app) as server:
         yield server
 
 
 @pytest.fixture
-def publisher(redis_server: RedisServer) -> Iterator[RedisPublisher]:  # noqa: F811
+def publisher(redis_server: RedisServer) -> Iterator[RedisPublisher]:
     with RedisPublisher(redis_server.url, RedisConfig(**FAST)) as bus:
         yield bus
 
@@ -704,7 +704,7 @@ def publish(bus: RedisPublisher, *events: Any) -> None:
     assert bus.flush(5)
 
 
-def entry_ids(redis_server: RedisServer, key: str) -> list[str]:  # noqa: F811
+def entry_ids(redis_server: RedisServer, key: str) -> list[str]:
     client = redis_server.client(decode_responses=True)
     try:
         return [entry_id for entry_id, _ in client.xrange(key)]
@@ -716,7 +716,7 @@ def entry_ids(redis_server: RedisServer, key: str) -> list[str]:  # noqa: F811
 def test_sse_delivers_events_as_they_are_published_and_resumes(
     live: LiveServer,
     publisher: RedisPublisher,
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
 ) -> None:
     publish(publisher, event(0.0))  # before the client: not part of a fresh feed
     feed = Sse(f"{live.url}/events", headers=auth())
@@ -770,7 +770,7 @@ def test_sse_delivers_events_as_they_are_published_and_resumes(
 def test_sse_filters_by_source_and_type(
     live: LiveServer,
     publisher: RedisPublisher,
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
 ) -> None:
     by_source = Sse(f"{live.url}/events", params={"source": "cam2"}, headers=auth())
     by_type = Sse(f"{live.url}/events", params={"type": "speech,label"}, headers=auth())
@@ -822,7 +822,7 @@ def test_sse_rejects_bad_parameters_and_redis_down(live: LiveServer, backend: Fa
 
 @pytest.mark.redis
 def test_sse_closes_its_redis_connection_when_the_client_goes(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     backend: FakeBackend,
 ) -> None:
     app = create_app(backend, ApiConfig(sse_heartbeat_s=30.0, sse_max_clients=1), redis_server.url)
@@ -856,7 +856,7 @@ def test_sse_closes_its_redis_connection_when_the_client_goes(
 def test_sse_rides_out_a_redis_restart(
     live: LiveServer,
     publisher: RedisPublisher,
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
 ) -> None:
     feed = Sse(f"{live.url}/events", headers=auth())
     try:

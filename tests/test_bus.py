@@ -39,7 +39,7 @@ def entries(client: redis.Redis, key: str) -> list[dict]:
 
 
 @pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:  # noqa: F811
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     conn = redis_server.client()
     yield conn
     conn.close()
@@ -64,7 +64,7 @@ def drain(pubsub: redis.client.PubSub, wait_s: float = 0.3) -> list[dict]:
 
 
 def test_publishing_twice_adds_each_window_and_event_once(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
     live: redis.client.PubSub,
 ) -> None:
@@ -93,7 +93,7 @@ def test_publishing_twice_adds_each_window_and_event_once(
 
 
 def test_live_records_of_a_new_session_are_not_taken_for_duplicates(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     # Each `watch` process starts media time at 0, so ids repeat; wall_start differs.
@@ -111,7 +111,7 @@ def test_live_records_of_a_new_session_are_not_taken_for_duplicates(
 
 
 def test_ongoing_event_enters_the_streams_once_in_its_final_state(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
     live: redis.client.PubSub,
 ) -> None:
@@ -133,7 +133,7 @@ def test_ongoing_event_enters_the_streams_once_in_its_final_state(
 
 
 def test_publish_open_events_streams_the_opening_and_announces_the_closing(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
     live: redis.client.PubSub,
 ) -> None:
@@ -158,7 +158,7 @@ def test_publish_open_events_streams_the_opening_and_announces_the_closing(
 
 
 def test_live_event_enters_the_streams_when_it_opens_by_default(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     wall = "2026-11-28T16:00:00.000Z"
@@ -173,7 +173,7 @@ def test_live_event_enters_the_streams_when_it_opens_by_default(
     assert json.loads(client.hget(KEYS.event(opening.id), "json"))["ongoing"] is False
 
 
-def test_maxlen_keeps_streams_bounded(redis_server: RedisServer, client: redis.Redis) -> None:  # noqa: F811
+def test_maxlen_keeps_streams_bounded(redis_server: RedisServer, client: redis.Redis) -> None:
     config = RedisConfig(windows_maxlen=50, **FAST)
     with RedisPublisher(redis_server.url, config) as publisher:
         for i in range(1000):
@@ -185,7 +185,7 @@ def test_maxlen_keeps_streams_bounded(redis_server: RedisServer, client: redis.R
 
 
 def test_minid_retention_trims_entries_older_than_retention(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     stream = KEYS.windows("clip.mkv")
@@ -199,7 +199,7 @@ def test_minid_retention_trims_entries_older_than_retention(
 
 
 def test_records_published_across_a_server_restart_arrive_exactly_once(
-    durable_redis_server: RedisServer,  # noqa: F811
+    durable_redis_server: RedisServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = durable_redis_server
@@ -230,7 +230,7 @@ def test_records_published_across_a_server_restart_arrive_exactly_once(
 
 
 def test_a_full_buffer_drops_the_oldest_windows_and_keeps_every_event(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     redis_server.stop()
@@ -255,7 +255,7 @@ def test_a_full_buffer_drops_the_oldest_windows_and_keeps_every_event(
 
 
 def test_script_flushed_on_the_server_is_loaded_again(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     with RedisPublisher(redis_server.url, RedisConfig(**FAST)) as publisher:
@@ -270,7 +270,7 @@ def test_script_flushed_on_the_server_is_loaded_again(
 
 
 def test_a_record_redis_refuses_is_counted_and_the_rest_go_on(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     client.set(KEYS.windows("bad.mkv"), "not a stream")
@@ -285,7 +285,7 @@ def test_a_record_redis_refuses_is_counted_and_the_rest_go_on(
 
 
 def test_stream_registry_keeps_info_and_latest_state(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     live: redis.client.PubSub,
 ) -> None:
     with RedisPublisher(redis_server.url, RedisConfig(**FAST)) as publisher:
@@ -308,7 +308,7 @@ def test_stream_registry_keeps_info_and_latest_state(
 
 
 def test_republish_from_files_is_idempotent(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
     tmp_path: Path,
 ) -> None:
@@ -327,7 +327,7 @@ def test_republish_from_files_is_idempotent(
 
 
 def test_delivery_is_acknowledged_only_once_redis_has_the_records(
-    durable_redis_server: RedisServer,  # noqa: F811
+    durable_redis_server: RedisServer,
 ) -> None:
     server = durable_redis_server
     publisher = RedisPublisher(server.url, RedisConfig(**FAST))
@@ -345,7 +345,7 @@ def test_delivery_is_acknowledged_only_once_redis_has_the_records(
 
 
 def test_the_sender_thread_survives_an_error_of_its_own(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -37,7 +37,7 @@ def config() -> RedisConfig:
 
 
 @pytest.fixture
-def client(redis_cluster: RedisClusterServers) -> Iterator[redis.RedisCluster]:  # noqa: F811
+def client(redis_cluster: RedisClusterServers) -> Iterator[redis.RedisCluster]:
     conn = redis_cluster.client()
     yield conn
     conn.close()
@@ -101,7 +101,7 @@ def test_one_source_s_keys_share_a_slot_and_single_server_names_stay_as_they_wer
 
 
 def test_windows_and_events_of_several_sources_are_published_once_on_a_cluster(
-    redis_cluster: RedisClusterServers,  # noqa: F811
+    redis_cluster: RedisClusterServers,
     client: redis.RedisCluster,
     config: RedisConfig,
 ) -> None:
@@ -125,7 +125,7 @@ def test_windows_and_events_of_several_sources_are_published_once_on_a_cluster(
 
 
 def test_an_event_missing_from_the_all_events_stream_is_added_by_the_retry(
-    redis_cluster: RedisClusterServers,  # noqa: F811
+    redis_cluster: RedisClusterServers,
     client: redis.RedisCluster,
     config: RedisConfig,
 ) -> None:
@@ -144,7 +144,7 @@ def test_an_event_missing_from_the_all_events_stream_is_added_by_the_retry(
 
 
 def test_a_consumer_group_on_a_cluster_reads_every_event_and_leaves_nothing_pending(
-    redis_cluster: RedisClusterServers,  # noqa: F811
+    redis_cluster: RedisClusterServers,
     client: redis.RedisCluster,
     config: RedisConfig,
 ) -> None:
@@ -176,7 +176,7 @@ def test_a_consumer_group_on_a_cluster_reads_every_event_and_leaves_nothing_pend
 
 
 def test_stream_registry_works_on_a_cluster(
-    redis_cluster: RedisClusterServers,  # noqa: F811
+    redis_cluster: RedisClusterServers,
     client: redis.RedisCluster,
     config: RedisConfig,
 ) -> None:
@@ -202,7 +202,7 @@ def test_stream_registry_works_on_a_cluster(
 
 
 def test_scripts_flushed_on_every_node_are_loaded_again(
-    redis_cluster: RedisClusterServers,  # noqa: F811
+    redis_cluster: RedisClusterServers,
     client: redis.RedisCluster,
     config: RedisConfig,
 ) -> None:
@@ -218,7 +218,7 @@ def test_scripts_flushed_on_every_node_are_loaded_again(
 
 
 def test_the_retention_sweep_trims_idle_streams_on_every_node(
-    redis_cluster: RedisClusterServers,  # noqa: F811
+    redis_cluster: RedisClusterServers,
     client: redis.RedisCluster,
     config: RedisConfig,
 ) -> None:

@@ -80,14 +80,14 @@ def wait_for(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untype
 
 
 @pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:  # noqa: F811
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     conn = redis_server.client()
     yield conn
     conn.close()
 
 
 def test_two_consumers_of_one_group_get_every_event_exactly_once(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     events = mixed_events(40)
@@ -108,7 +108,7 @@ def test_two_consumers_of_one_group_get_every_event_exactly_once(
 
 
 def test_entries_a_consumer_read_but_never_acked_are_taken_over(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     events = mixed_events(6)
@@ -131,7 +131,7 @@ def test_entries_a_consumer_read_but_never_acked_are_taken_over(
 
 
 def test_a_restarted_consumer_gets_its_own_pending_entries_first(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
 ) -> None:
     events = mixed_events(3)
     publish(redis_server.url, events)
@@ -146,7 +146,7 @@ def test_a_restarted_consumer_gets_its_own_pending_entries_first(
 
 
 def test_from_start_applies_to_a_new_group_only(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
 ) -> None:
     old = mixed_events(2, source="a.mkv")
     publish(redis_server.url, old)
@@ -166,7 +166,7 @@ def test_from_start_applies_to_a_new_group_only(
 
 
 def test_type_and_source_filters_still_ack_what_they_skip(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     publish(redis_server.url, mixed_events(6, source="a.mkv") + mixed_events(3, source="b.mkv"))
@@ -180,7 +180,7 @@ def test_type_and_source_filters_still_ack_what_they_skip(
 
 
 def test_without_a_group_events_windows_and_live_messages_are_tailed(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     publish(redis_server.url, [window(0.0), event(1.0)])
@@ -197,7 +197,7 @@ def test_without_a_group_events_windows_and_live_messages_are_tailed(
 
 
 def test_run_subscribe_prints_lines_or_json_and_stops_after_count(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     events = [event(15.2, end=17.2), event(20.0, type_="speech", key="speech", end=20.0)]
@@ -260,7 +260,7 @@ def dead_letters(client: redis.Redis, group: str) -> list[dict[str, str]]:
 
 
 def test_an_unknown_event_type_is_delivered_not_dropped(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     known = event(1.0)
@@ -280,7 +280,7 @@ def test_an_unknown_event_type_is_delivered_not_dropped(
 
 
 def test_a_poison_entry_goes_to_dead_letters_before_it_is_acked(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     good = [event(1.0), event(9.0)]
@@ -313,7 +313,7 @@ def test_a_poison_entry_goes_to_dead_letters_before_it_is_acked(
 
 
 def test_an_entry_stays_pending_when_the_dead_letter_write_fails(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -337,7 +337,7 @@ def test_an_entry_stays_pending_when_the_dead_letter_write_fails(
 
 
 def test_a_newer_major_schema_goes_to_dead_letters(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     raw = newer(event(1.0), schema="mmlm.event/2", type="gesture")
@@ -349,7 +349,7 @@ def test_a_newer_major_schema_goes_to_dead_letters(
 
 
 def test_a_group_reading_from_the_start_ends_with_nothing_pending(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     publish(redis_server.url, mixed_events(6))
@@ -369,7 +369,7 @@ def test_a_group_reading_from_the_start_ends_with_nothing_pending(
 
 
 def test_without_a_group_unreadable_entries_are_logged_once_and_skipped(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -385,7 +385,7 @@ def test_without_a_group_unreadable_entries_are_logged_once_and_skipped(
 
 
 def test_run_subscribe_takes_a_comma_separated_type_list(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     publish(redis_server.url, mixed_events(3))
@@ -482,7 +482,7 @@ def test_rediss_url_configures_tls(tmp_path: Path) -> None:
 
 
 @pytest.mark.redis
-def test_cli_subscribe_prints_published_events(redis_server, capsys, monkeypatch):  # noqa: F811
+def test_cli_subscribe_prints_published_events(redis_server, capsys, monkeypatch):
     from mmlm_stream.cli.main import main
 
     record = EventRecord(
@@ -508,7 +508,7 @@ def test_cli_subscribe_prints_published_events(redis_server, capsys, monkeypatch
 
 @pytest.mark.redis
 def test_cli_subscribe_type_takes_a_list_and_prints_unknown_types_too(
-    redis_server,  # noqa: F811
+    redis_server,
     capsys,
     monkeypatch,
 ):

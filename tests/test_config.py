@@ -62,6 +62,12 @@ def test_the_configuration_page_lists_every_key_rule_field_and_built_in_rule():
         fields = [name for name in model.model_fields if name != "type"]
         assert all(f"| `{name}` |" in page for name in fields), model.__name__
     assert all(f"| `{rule.name}` | `{rule.type}` |" in page for rule in default_rules())
+    from mmlm_stream.config.sinks import MqttSinkConfig, WebhookSinkConfig
+
+    for model in (MqttSinkConfig, WebhookSinkConfig):
+        assert f"### `kind: {model.model_fields['kind'].annotation.__args__[0]}`" in page
+        fields = [name for name in model.model_fields if name != "kind"]
+        assert all(f"| `{name}` |" in page for name in fields), model.__name__
 
 
 @pytest.mark.parametrize("value", ['""', '"   "', '"null"', '"~"'])

@@ -26,6 +26,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("operators",),
     ("models",),
     ("pipeline", "bus"),
+    ("sinks",),
     ("service",),
     ("deployments",),
     ("deploy",),

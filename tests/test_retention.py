@@ -38,7 +38,7 @@ HOUR_MS = 3_600_000
 
 
 @pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:  # noqa: F811
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     conn = redis_server.client()
     yield conn
     conn.close()
@@ -59,7 +59,7 @@ def wait_for(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untype
 
 
 def test_the_sweep_trims_old_entries_of_idle_sources_and_keeps_recent_ones(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     streams = [
@@ -80,7 +80,7 @@ def test_the_sweep_trims_old_entries_of_idle_sources_and_keeps_recent_ones(
 
 
 def test_the_sweep_survives_an_outage_and_trims_once_redis_is_back(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     redis_server.stop()
@@ -101,7 +101,7 @@ def test_the_sweep_survives_an_outage_and_trims_once_redis_is_back(
 
 
 def test_one_publisher_sweeps_per_period(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     client: redis.Redis,
 ) -> None:
     add_old(client, KEYS.windows("cam1"), 10, 2 * HOUR_MS)
@@ -115,7 +115,7 @@ def test_one_publisher_sweeps_per_period(
     assert sorted(p.trimmed for p in publishers) == [0, 0, 10]
 
 
-def test_no_sweep_without_retention(redis_server: RedisServer, client: redis.Redis) -> None:  # noqa: F811
+def test_no_sweep_without_retention(redis_server: RedisServer, client: redis.Redis) -> None:
     add_old(client, KEYS.windows("cam1"), 10, 2 * HOUR_MS)
     with RedisPublisher(redis_server.url, RedisConfig(retention_s=None, **FAST)) as publisher:
         assert publisher._sweeper is None and publisher.sweep() == 0
@@ -276,7 +276,7 @@ DOCUMENTED_USED_PER_SOURCE_HOUR = 2_870_000  # INFO used_memory: the keys plus ~
 
 
 @pytest.mark.slow
-def test_one_source_hour_costs_what_the_operations_guide_says(redis_server: RedisServer) -> None:  # noqa: F811
+def test_one_source_hour_costs_what_the_operations_guide_says(redis_server: RedisServer) -> None:
     hour = measure_source_hour(redis_server.url)
     print(f"\n{hour} streams={hour.streams}")
     assert (hour.windows, hour.events) == (1800, 60)

@@ -88,7 +88,7 @@ def test_windows_reference_each_utterance_whole_with_a_stable_id():
 def test_the_transcript_rebuilt_from_the_redis_window_stream_is_the_summarys(
     tmp_path: Path,
     model_cache: Path,
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
 ):
     if not real_speech.ensure_available():
         pytest.skip(f"recorded prompts missing: {real_speech.install_hint()}")

@@ -70,7 +70,7 @@ def _raw_json(fields: dict[Any, Any]) -> bytes | str | None:
     return fields.get("json") if raw is None else raw
 
 
-def _read(fields: dict[Any, Any], model: type[M]) -> M:
+def read_record(fields: dict[Any, Any], model: type[M]) -> M:
     """The entry's record, read leniently; ``UnreadableRecord`` when it has none."""
     raw = _raw_json(fields)
     if raw is None:
@@ -84,6 +84,7 @@ class Subscriber:
     ``group`` None: plain tailing. ``consumer`` names this reader within the group (default
     ``<host>-<pid>``; give a stable name to resume its own pending entries after a restart).
     ``types`` keeps only those event types (filtered here; the others are still acknowledged).
+    ``versions``: read every version of every event (``BusKeys.versions``) instead.
     """
 
     def __init__(
@@ -96,8 +97,10 @@ class Subscriber:
         types: Iterable[str] | None = None,
         *,
         config: RedisConfig | None = None,
+        versions: bool = False,
     ) -> None:
         self.config = config or RedisConfig(prefix=prefix)
+        self.versions = versions
         self._owns_client = isinstance(redis_or_url, str)
         if isinstance(redis_or_url, str):
             # Blocking reads must not hit the socket timeout: none here, keepalive instead.
@@ -113,6 +116,7 @@ class Subscriber:
         self._stop = threading.Event()
         self._batch = _READ_COUNT
         self._unacked: tuple[str, bytes | str] | None = None
+        self._unacked_fields: dict[Any, Any] = {}
         self._down_since: float | None = None
         self._dead_letters_failing = False
         self._backoff = Backoff(
@@ -121,6 +125,8 @@ class Subscriber:
 
     @property
     def events_stream(self) -> str:
+        if self.versions:
+            return self.keys.versions
         return self.keys.events(self.source)
 
     @property
@@ -175,6 +181,16 @@ class Subscriber:
             self._unacked = None
             self._ack(stream, [entry_id])
 
+    def reject(self, reason: str) -> None:
+        """Move the entry yielded last to the dead letters with ``reason`` (a consumer that
+        could not handle it, e.g. a sink whose far side refused it) and acknowledge it.
+        If the letter cannot be written the entry stays pending and comes back."""
+        if self._unacked is None:
+            raise ValueError("nothing yielded to reject")
+        stream, entry_id = self._unacked
+        self._unacked = None
+        self._dead_letter(stream, entry_id, self._unacked_fields, reason, "was refused")
+
     def iter_events(
         self, block_ms: int = 5000, from_start: bool = False, batch: int = _READ_COUNT
     ) -> Iterator[EventRecord]:
@@ -210,7 +226,7 @@ class Subscriber:
                     skipped.append(entry_id)
                     continue
                 try:
-                    record = _read(fields, EventRecord)
+                    record = read_record(fields, EventRecord)
                 except UnreadableRecord as exc:
                     self._dead_letter(stream, entry_id, fields, exc.reason)
                     continue
@@ -221,6 +237,7 @@ class Subscriber:
                     self._ack(stream, skipped)
                     skipped = []
                 self._unacked = (stream, entry_id)
+                self._unacked_fields = fields
                 yield record
                 self.commit()
             if skipped:
@@ -326,7 +343,12 @@ class Subscriber:
         return claimed
 
     def _dead_letter(
-        self, stream: str, entry_id: bytes | str, fields: dict[Any, Any], reason: str
+        self,
+        stream: str,
+        entry_id: bytes | str,
+        fields: dict[Any, Any],
+        reason: str,
+        what: str = "is unreadable",
     ) -> None:
         """Write the entry to the dead letters, then acknowledge it; if the write fails it
         stays pending (one log line until writing works again). At-least-once like the rest:
@@ -356,9 +378,10 @@ class Subscriber:
             self._dead_letters_failing = False
             logger.warning("bus: writing dead letters to %s again", self.dead_letters)
         logger.warning(
-            "bus: entry %s of %s is unreadable (%s); moved to %s",
+            "bus: entry %s of %s %s (%s); moved to %s",
             _text(entry_id),
             stream,
+            what,
             reason,
             self.dead_letters,
         )
@@ -386,7 +409,7 @@ class Subscriber:
             for entry_id, fields in reply[0][1] if reply else []:
                 last = entry_id
                 try:
-                    record = _read(fields or {}, model)
+                    record = read_record(fields or {}, model)
                 except UnreadableRecord as exc:
                     logger.warning(
                         "bus: skipped unreadable entry %s of %s: %s", _text(entry_id), stream, exc

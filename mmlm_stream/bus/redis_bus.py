@@ -22,6 +22,10 @@ pipeline knows nothing else. ``RedisPublisher`` is the Redis transport:
   whose subscribers must react at the start) the first version seen is the Stream entry and
   the closing update goes to Pub/Sub and the event hash only. Point events (no ongoing
   version) enter the Streams either way.
+- Every version of every event (the ongoing one, the closing update, point events) also goes
+  once to ``{p}:versions``, one stream for all sources: what sinks read, so a binary sensor
+  turns on when a condition opens and off when it closes, whichever version the other
+  streams keep.
 - Outages: ``publish_*`` never block on Redis and never raise for it. Records queue in a
   bounded buffer that a background thread sends in pipelined batches; while Redis is
   unreachable the thread retries with exponential backoff, logs one line per outage (and one
@@ -147,9 +151,10 @@ return 0
 PUBLISH_SHA = hashlib.sha1(PUBLISH_SCRIPT.encode()).hexdigest()
 
 ALL_EVENTS_SCRIPT = """
--- Redis Cluster: add one event version to the stream of all events once, in that stream's
--- slot (PUBLISH_SCRIPT did the source's keys, in theirs).
--- KEYS[1] dedupe key, hash-tagged into the slot of KEYS[2], the stream of all events.
+-- Add one event version to a stream once: to the stream of all events on a Redis Cluster, in
+-- that stream's slot (PUBLISH_SCRIPT did the source's keys, in theirs), and to the stream of
+-- every version (``versions``) everywhere.
+-- KEYS[1] dedupe key, hash-tagged into the slot of KEYS[2], the stream.
 -- ARGV[1] record JSON; ARGV[2] dedupe TTL s; ARGV[3] retention ms (0 = none); ARGV[4] MAXLEN ~
 -- (0 = unbounded). Returns 1: added, 0: seen before (nothing written).
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
@@ -232,6 +237,18 @@ class BusKeys:
         server ``seen("event", ...)`` covers both streams."""
         return f"{self.prefix}:seen:{{{self.events()}}}:all:{record_id}"
 
+    @property
+    def versions(self) -> str:
+        """The stream of every version of every event (opening, closing, point): what sinks
+        read. On a cluster it is tagged into the slot of the all-events stream."""
+        if self.cluster:
+            return f"{self.prefix}:versions:{{{self.events()}}}"
+        return f"{self.prefix}:versions"
+
+    def seen_version(self, record_id: str) -> str:
+        """Dedupe key of one version in ``versions`` (same slot on a cluster)."""
+        return f"{self.prefix}:seen:{{{self.events()}}}:version:{record_id}"
+
     def event(self, event_id: str, source: str | None = None) -> str:
         """Latest-version hash of an event; ``source`` is needed on a cluster only."""
         if self.cluster:
@@ -245,7 +262,7 @@ class BusKeys:
     def is_stream(self, key: str) -> bool:
         """Whether ``key`` is one of the bus's streams (what the retention sweep trims)."""
         p = self.prefix
-        return key == f"{p}:events" or key.startswith(
+        return key in (f"{p}:events", self.versions) or key.startswith(
             (f"{p}:windows:", f"{p}:events:", f"{p}:dead:")
         )
 
@@ -792,8 +809,7 @@ class RedisPublisher(Publisher, StreamRegistry):
         """After NOSCRIPT (a restarted server, SCRIPT FLUSH, a new cluster primary): a
         cluster client loads them on every primary."""
         self.client.script_load(PUBLISH_SCRIPT)
-        if self.keys.cluster:
-            self.client.script_load(ALL_EVENTS_SCRIPT)
+        self.client.script_load(ALL_EVENTS_SCRIPT)
 
     def _tally(self, items: list[_Item], answers: list[list[Any]]) -> tuple[int, Exception | None]:
         """Count the answers (one per script call of each item) up to the first missing
@@ -852,6 +868,25 @@ class RedisPublisher(Publisher, StreamRegistry):
             seen = k.seen("window", ident, source)
             return [own("window", seen, None, None, {k.windows(source): cfg.windows_maxlen})]
         latest = k.event(record.id, source)
+        version: _Call = (
+            ALL_EVENTS_SHA,
+            [k.seen_version(f"{ident}:{'open' if record.ongoing else 'final'}"), k.versions],
+            [data, cfg.dedupe_ttl_s, retention, cfg.all_events_maxlen],
+        )
+        return [*self._event_calls(record, own, latest, ident, data, retention), version]
+
+    def _event_calls(
+        self,
+        record: EventRecord,
+        own: Callable[..., _Call],
+        latest: str,
+        ident: str,
+        data: str,
+        retention: int,
+    ) -> list[_Call]:
+        """The calls that put an event version in the source's keys and the two event streams."""
+        k, cfg = self.keys, self.config
+        source = record.source
         open_first = cfg.publish_open_events
         if open_first is None:
             open_first = record.wall_start is not None  # a live source's event

@@ -248,6 +248,44 @@ def cmd_subscribe(args: argparse.Namespace, config: Config) -> int:
     return run_subscribe(args, config.redis)
 
 
+def cmd_sink(args: argparse.Namespace, config: Config) -> int:
+    from mmlm_stream.sinks import open_runner
+
+    if args.name not in config.sinks:
+        known = ", ".join(sorted(config.sinks)) or "none configured"
+        raise ConfigError(f"sink '{args.name}' is not configured (sinks: {known})")
+    url = _redis_url(config, not args.no_embedded_redis)
+    if not url:
+        raise ConfigError(f"sink '{args.name}' needs Redis: none is configured or answering")
+    runner = open_runner(args.name, config, url)
+    entry = config.sinks[args.name]
+    where = f"{entry.host}:{entry.port}" if entry.kind == "mqtt" else runner.sink.shown
+    print(
+        f"sink {args.name}: {entry.kind} to {where}, consumer group sink:{args.name}; Ctrl-C stops"
+    )
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM)
+    if main_thread:
+        signal.signal(signal.SIGTERM, _interrupt)
+    runner.start()
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            if not runner.alive():
+                print(f"sink {args.name}: stopped: {runner.stats.last_error}", file=sys.stderr)
+                return EXIT_FAILED
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    stats = runner.stats
+    print(f"sink {args.name}: {stats.delivered} delivered, {stats.dead} dead-lettered")
+    return EXIT_OK
+
+
 def cmd_sample(args: argparse.Namespace, config: Config) -> int:
     from mmlm_stream.cli.sample import write_sample
 
@@ -472,6 +510,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-embedded-redis", action="store_true", help="never start the embedded Redis"
     )
     p.set_defaults(func=cmd_subscribe)
+
+    p = sub.add_parser("sink", help="run one configured sink (MQTT, webhook) on its own")
+    p.add_argument("name", metavar="NAME", help="a key of the config's sinks")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument(
+        "--no-embedded-redis", action="store_true", help="never start the embedded Redis"
+    )
+    p.set_defaults(func=cmd_sink)
 
     p = sub.add_parser("sample", help="write the bundled sample video")
     p.add_argument("out", metavar="OUT", help="output .mkv path")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, StringConstraints, ValidationError
 
 from mmlm_stream.config.api import BLANK_TOKEN, ApiConfig, is_blank_secret
 from mmlm_stream.config.bus import RedisConfig
@@ -25,6 +25,7 @@ from mmlm_stream.config.jobs import JobsConfig
 from mmlm_stream.config.live import LiveConfig
 from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.config.section import Section
+from mmlm_stream.config.sinks import SINK_NAME, SinkConfig
 from mmlm_stream.config.supervisor import SupervisorConfig
 from mmlm_stream.config.transport import TransportConfig
 from mmlm_stream.config.window import WindowConfig
@@ -48,12 +49,26 @@ class Config(Section):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     transport: TransportConfig = Field(default_factory=TransportConfig)
+    sinks: dict[Annotated[str, StringConstraints(pattern=SINK_NAME)], SinkConfig] = Field(
+        default_factory=dict,
+        description="Named sinks (kind mqtt or webhook), each a Redis consumer group.",
+    )
 
 
 # Taken literally (a token may hold '#', ': ' or only digits, which YAML would cut or turn
 # into a number) and never empty: elsewhere an empty value reads as null, which for these
 # would mean "no auth" even when the config file sets a token.
 _SECRET_KEYS = frozenset({("api", "api_token"), ("api", "api_token_file")})
+_SINK_SECRETS = frozenset({"password", "password_file", "secret", "secret_file"})
+
+
+def _is_sink_secret(path: list[str]) -> bool:
+    """``sinks.NAME.password``, ``sinks.NAME.secret`` and header values: literal too."""
+    if not path or path[0] != "sinks":
+        return False
+    return (len(path) == 3 and path[2] in _SINK_SECRETS) or (
+        len(path) == 4 and path[2] == "headers"
+    )
 
 
 def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -67,7 +82,7 @@ def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, 
             if not isinstance(child, dict):
                 raise ConfigError(f"environment {name}: '{key}' is not a section")
             node = child
-        if tuple(path) in _SECRET_KEYS:
+        if tuple(path) in _SECRET_KEYS or _is_sink_secret(path):
             if is_blank_secret(raw):
                 raise ConfigError(f"environment {name}: {BLANK_TOKEN}")
             node[path[-1]] = raw.strip()

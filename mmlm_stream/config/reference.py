@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
 from mmlm_stream.config import Config
 from mmlm_stream.config.events import default_rules
+from mmlm_stream.config.sinks import MqttSinkConfig, WebhookSinkConfig
 from mmlm_stream.rules.registry import RULE_TYPES
 from mmlm_stream.rules.watch_query import WatchQuery
 
@@ -49,10 +50,10 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def rule_rows(model: type[BaseModel]) -> Iterator[tuple[str, str, str]]:
-    """(field, default or "required", description) of one rule type."""
+def rule_rows(model: type[BaseModel], tag: str = "type") -> Iterator[tuple[str, str, str]]:
+    """(field, default or "required", description) of one rule type (or sink kind)."""
     for name, field in model.model_fields.items():
-        if name == "type":
+        if name == tag:
             continue  # the heading
         default = (
             "required"
@@ -91,6 +92,20 @@ def markdown() -> str:
         lines += ["", f"### {heading}", "", summary, ""]
         lines += ["| field | default | meaning |", "|---|---|---|"]
         for name, default, description in rule_rows(model):
+            lines.append(f"| `{name}` | `{_cell(default)}` | {description} |")
+    lines += [
+        "",
+        "## Sinks",
+        "",
+        "Each entry of `sinks` (`sinks: {NAME: {kind: ..., ...}}`) has a `kind`; these are the",
+        "fields of each kind (docs/integrations.md shows them at work).",
+    ]
+    for model in (MqttSinkConfig, WebhookSinkConfig):
+        kind = get_args(model.model_fields["kind"].annotation)[0]
+        summary = " ".join((model.__doc__ or "").strip().split())
+        lines += ["", f"### `kind: {kind}`", "", summary, ""]
+        lines += ["| field | default | meaning |", "|---|---|---|"]
+        for name, default, description in rule_rows(model, tag="kind"):
             lines.append(f"| `{name}` | `{_cell(default)}` | {description} |")
     lines += [
         "",
