@@ -8,6 +8,7 @@ Assistant or Node-RED listen.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -32,7 +33,17 @@ def find_mosquitto() -> Path | None:
 
 
 class Mosquitto:
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    """``users``: name -> password (anonymous access off); ``tls``: a self-signed certificate
+    for 127.0.0.1 is made and the listener speaks only TLS (``cert`` is the CA to trust)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        *,
+        users: dict[str, str] | None = None,
+        tls: bool = False,
+    ) -> None:
         binary = find_mosquitto()
         if binary is None:
             pytest.skip("mosquitto is not installed (run.sh installs it from Debian)")
@@ -41,14 +52,35 @@ class Mosquitto:
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "mosquitto.conf").write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
-            f"persistence_location {directory}/\n"
-            "autosave_interval 1\n"
-            "log_dest stdout\n"
-        )
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            f"allow_anonymous {'false' if users else 'true'}",
+            "persistence true",
+            f"persistence_location {directory}/",
+            "autosave_interval 1",
+            "log_dest stdout",
+        ]
+        if os.geteuid() == 0:  # else it drops to user mosquitto, who cannot read tmp_path
+            lines.append("user root")
+        if users:
+            passwords = directory / "passwords"
+            passwords.write_text("")
+            for name, password in users.items():
+                subprocess.run(
+                    ["mosquitto_passwd", "-b", str(passwords), name, password], check=True
+                )
+            lines.append(f"password_file {passwords}")
+        self.cert = directory / "cert.pem"
+        if tls:
+            key = directory / "key.pem"
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                 "-keyout", str(key), "-out", str(self.cert)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            lines += [f"certfile {self.cert}", f"keyfile {key}"]
+        (directory / "mosquitto.conf").write_text("\n".join(lines) + "\n")
 
     def start(self, timeout: float = 10.0) -> None:
         log = (self.directory / "mosquitto.log").open("ab")
@@ -62,6 +94,7 @@ class Mosquitto:
         while True:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                time.sleep(0.05)
                 return
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:

@@ -361,6 +361,39 @@ def test_a_sink_that_is_stopped_resumes_where_it_was_and_loses_nothing(
     recorder.stop()
 
 
+def test_an_mqtt_sink_logs_in_over_tls_and_a_wrong_password_delivers_nothing(
+    tmp_path: Path, redis_server: RedisServer, runners: list[SinkRunner]
+):
+    broker = Mosquitto(tmp_path / "tls", users={"mmlm": "right-pass"}, tls=True)
+    broker.start()
+    try:
+        wrong = config_with(
+            {"bad": mqtt_sink(broker, tls=True, ca_file=str(broker.cert), username="mmlm",
+                              password="wrong-pass", discovery=False, windows=False)}
+        )  # fmt: skip
+        refused = start(runners, "bad", wrong, redis_server.url)
+        publish(redis_server.url, [event(0.0, source="cam1")])
+        deadline = time.monotonic() + 5
+        while refused.stats.last_error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert refused.stats.delivered == 0 and refused.stats.dead == 0
+        assert "refused" in (refused.stats.last_error or "")
+        assert "wrong-pass" not in (refused.stats.last_error or "")
+        refused.stop()
+        runners.remove(refused)
+        right = config_with(
+            {"bad": mqtt_sink(broker, tls=True, ca_file=str(broker.cert), username="mmlm",
+                              password="right-pass", discovery=False, windows=False)}
+        )  # fmt: skip
+        runner = start(runners, "bad", right, redis_server.url)  # same group: resumes
+        deadline = time.monotonic() + 10
+        while runner.stats.delivered < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert runner.stats.delivered == 1
+    finally:
+        broker.stop()
+
+
 # -- webhooks against a receiver on loopback --------------------------------------------------
 
 

@@ -61,6 +61,7 @@ class MqttSink(Sink):
         self._keys: set[tuple[str, str]] = set()
         self._open: OrderedDict[str, None] = OrderedDict()  # ids of events seen ON
         self._reason = "not connected yet"
+        self._refused: str | None = None  # why the broker refused the last connect
         self._last: tuple[tuple[str, bool, float], list[tuple[str, str, bool]]] | None = None
         self.client = self._client()
 
@@ -105,8 +106,10 @@ class MqttSink(Sink):
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
-            self._reason = f"broker {self.config.host}:{self.config.port} refused: {reason}"
+            self._refused = f"broker {self.config.host}:{self.config.port} refused: {reason}"
+            self._reason = self._refused
             return
+        self._refused = None
         client.subscribe(f"{self.config.discovery_prefix}/status", qos=1)
         client.publish(self.topics.available, ONLINE, qos=1, retain=True)
         with self._lock:
@@ -117,7 +120,8 @@ class MqttSink(Sink):
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._connected.clear()
-        self._reason = f"broker {self.config.host}:{self.config.port} unreachable ({reason})"
+        where = f"broker {self.config.host}:{self.config.port}"
+        self._reason = self._refused or f"{where} unreachable ({reason})"
 
     def _on_message(self, client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         """Home Assistant came (back) online: it wants the discovery configs again."""
