@@ -29,6 +29,7 @@ from mmlm_stream.records.results import (
     FrameEncoding,
     Label,
     OcrResult,
+    SeenObject,
     TimeSpan,
     TranscriptSegment,
 )
@@ -53,6 +54,23 @@ def _max_labels(groups: Iterable[Iterable[Label]]) -> dict[str, float]:
 def _top(scores: dict[str, float], k: int, floor: float = 0.0) -> tuple[Label, ...]:
     ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
     return tuple(Label(name, round(score, 4)) for name, score in ranked[:k] if score > floor)
+
+
+def best_objects(results: Iterable[DetectionResult], k: int) -> tuple[SeenObject, ...]:
+    """The ``k`` best-scoring labels of the detections, each with its best detection's box
+    and frame time (ties: the earlier frame)."""
+    best: dict[str, SeenObject] = {}
+    for result in results:
+        for d in result.detections:
+            held = best.get(d.label)
+            if held is None or d.score > held.score:
+                best[d.label] = SeenObject(d.label, d.score, d.box, result.time)
+    ranked = sorted(best.values(), key=lambda o: (-o.score, o.label))
+    return tuple(
+        SeenObject(o.label, round(o.score, 4), tuple(round(v, 4) for v in o.box), o.time)  # type: ignore[arg-type]
+        for o in ranked[:k]
+        if o.score > 0.0
+    )
 
 
 def _power_mean_db(values_db: Sequence[float]) -> float:
@@ -149,13 +167,8 @@ class Fuser:
         state.smoothed = {n: v for n, v in smoothed.items() if v >= s.min_label_score}
         visual = _top({n: max(v, 0.0) for n, v in smoothed.items() if n in current}, s.top_k)
 
-        objects = _top(
-            _max_labels(
-                (Label(d.label, d.score) for d in r.detections)
-                for r in contents.of(Modality.OBJECTS)
-                if isinstance(r, DetectionResult)
-            ),
-            s.top_k,
+        objects = best_objects(
+            (r for r in contents.of(Modality.OBJECTS) if isinstance(r, DetectionResult)), s.top_k
         )
         audio = _top(_max_labels(c.labels for c in chunks), s.top_k)
         rms = _power_mean_db([c.rms_dbfs for c in chunks]) if chunks else None

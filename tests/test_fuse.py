@@ -116,3 +116,26 @@ def test_a_cut_is_counted_once_when_windows_overlap():
 def test_empty_window_fuses_to_nothing():
     fused = Fuser().fuse(window(0, 4))
     assert fused.visual == () and fused.fused.size == 0 and fused.rms_dbfs is None
+
+
+def test_a_windows_objects_keep_the_box_and_frame_of_their_best_detection():
+    from mmlm_stream.records.results import Detection, DetectionResult
+
+    person_far = Detection("person", 0.6, (0.1, 0.1, 0.2, 0.4))
+    person_near = Detection("person", 0.9, (0.5, 0.2, 0.9, 0.95))
+    dog = Detection("dog", 0.7, (0.0, 0.6, 0.3, 1.0))
+    fused = Fuser().fuse(
+        window(
+            0,
+            4,
+            objects=[
+                DetectionResult(1.0, (person_far, dog)),
+                DetectionResult(2.0, (person_near,)),
+            ],
+        )
+    )
+    person, second = fused.objects
+    assert (person.label, person.score, person.box, person.time) == (
+        "person", 0.9, (0.5, 0.2, 0.9, 0.95), 2.0
+    )  # fmt: skip
+    assert (second.label, second.box, second.time) == ("dog", (0.0, 0.6, 0.3, 1.0), 1.0)

@@ -28,10 +28,11 @@ from mmlm_stream.operators.sentences import make_describer
 from mmlm_stream.operators.window import Windower
 from mmlm_stream.records.evidence import Evidence, FusedWindow, WindowContents
 from mmlm_stream.records.modality import Modality
-from mmlm_stream.records.results import Label, TranscriptSegment
+from mmlm_stream.records.results import Label, SeenObject, TranscriptSegment
 from mmlm_stream.records.schema import (
     EventRecord,
     LabelScore,
+    ObjectScore,
     Speech,
     SpeechText,
     WindowRecord,
@@ -85,6 +86,12 @@ def hop_text(utterances: Sequence[TranscriptSegment], start: float, hop_s: float
 
 def _scores(labels: Sequence[Label]) -> list[LabelScore]:
     return [LabelScore(label=x.label, score=min(1.0, max(0.0, x.score))) for x in labels]
+
+
+def _objects(seen: Sequence[SeenObject]) -> list[ObjectScore]:
+    return [
+        ObjectScore(label=o.label, score=min(1.0, max(0.0, o.score)), box=list(o.box)) for o in seen
+    ]
 
 
 class SourceAggregator:
@@ -219,7 +226,7 @@ class SourceAggregator:
                 for c in fused.subtitles
             ],
             ocr=list(fused.ocr),
-            objects=_scores(fused.objects),
+            objects=_objects(fused.objects),
             fusion=_scores(fused.extra_labels),
             description=description,
             events=early_ids + [event.id for event in events],

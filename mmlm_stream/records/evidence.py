@@ -19,6 +19,7 @@ from mmlm_stream.records.results import (
     FrameEncoding,
     Label,
     OcrResult,
+    SeenObject,
     TimeSpan,
     TranscriptSegment,
 )
@@ -84,7 +85,7 @@ class FusedWindow:
 
     contents: WindowContents
     visual: tuple[Label, ...] = ()
-    objects: tuple[Label, ...] = ()
+    objects: tuple[SeenObject, ...] = ()
     audio: tuple[Label, ...] = ()
     rms_dbfs: float | None = None
     peak_dbfs: float | None = None

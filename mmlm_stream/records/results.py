@@ -122,6 +122,14 @@ class Detection:
 
 
 @dataclass(frozen=True, slots=True)
+class SeenObject(Label):
+    """A window's label of the ``objects`` modality: its best detection's box and frame time."""
+
+    box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+    time: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class DetectionResult:
     time: float
     detections: tuple[Detection, ...] = ()

@@ -153,6 +153,18 @@ class LabelScore(_Record):
     score: float = Field(ge=0, le=1)
 
 
+class ObjectScore(LabelScore):
+    """A detected label with the box of its best detection in the window."""
+
+    box: list[float] | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="[x0, y0, x1, y1] of the best detection, as fractions of the frame's "
+        "width and height (0 = left/top, 1 = right/bottom).",
+    )
+
+
 class SpeechText(_Record):
     """A timed text: a subtitle cue, or (in ``speech.segments``) an utterance."""
 
@@ -205,7 +217,7 @@ class WindowRecord(_Published):
     speech: Speech = Field(default_factory=Speech)
     subtitles: list[SpeechText] = Field(default_factory=list)
     ocr: list[str] = Field(default_factory=list)
-    objects: list[LabelScore] = Field(default_factory=list)
+    objects: list[ObjectScore] = Field(default_factory=list)
     fusion: list[LabelScore] = Field(
         default_factory=list, description="Classes of the trained fusion head (fusion:<class>)."
     )
