@@ -119,7 +119,7 @@ class EventEngine:
         hop = window.end - window.start
         if state.last_start is not None:
             hop = min(hop, window.start - state.last_start)
-        ctx = Context(window, state, self._score_queries(window))
+        ctx = Context(window, state, self._score_queries(window), self.config.zones)
         for point in self._points:
             events += point.events(window, state)
         for detector in self._detectors:
@@ -236,4 +236,5 @@ def _record(
         ongoing=ongoing,
         evidence=best.evidence,
         wall_start=current.wall_start,
+        zone=best.zone,
     )

@@ -870,3 +870,37 @@ def test_sse_rides_out_a_redis_restart(
         assert after["id"] == entry_ids(redis_server, KEYS.events())[0]
     finally:
         feed.close()
+
+
+def test_a_stream_posted_with_its_own_rules_and_zones_keeps_them(
+    client: TestClient, backend: FakeBackend
+) -> None:
+    body = {
+        "id": "door",
+        "url": "rtsp://cam.example/door",
+        "rules": [{"type": "label", "name": "at_door", "label": "person",
+                   "modality": "objects", "zones": ["porch"], "min_box_area": 0.01}],
+        "zones": {"porch": [[0.6, 0.0], [1.0, 0.0], [1.0, 0.4]]},
+    }  # fmt: skip
+    assert client.post("/streams", json=body).status_code == 201
+    spec = backend.specs["door"]
+    assert spec.rules is not None and spec.rules[0].zones == ["porch"]
+    assert spec.zones == {"porch": ((0.6, 0.0), (1.0, 0.0), (1.0, 0.4))}
+
+
+def test_a_stream_whose_rules_name_a_missing_zone_is_400_naming_it(
+    client: TestClient, backend: FakeBackend
+) -> None:
+    from mmlm_stream.service.protocol import Invalid
+
+    backend.fail_with = Invalid("door: rule at_door: unknown zone porch (zones: none)")
+    answer = client.post("/streams", json={"id": "door", "url": "rtsp://cam.example/door"})
+    assert answer.status_code == 400
+    assert answer.json() == {"detail": "door: rule at_door: unknown zone porch (zones: none)"}
+    backend.fail_with = None
+    assert (
+        client.post(
+            "/streams", json={"url": "rtsp://cam.example/x", "zones": {"line": [[0, 0], [1, 1]]}}
+        ).status_code
+        == 422
+    )

@@ -14,7 +14,9 @@ quiet for ``cooldown_s``.
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints, model_validator
 
 from mmlm_stream.rules.base import RuleConfig, RuleSection
 from mmlm_stream.rules.label import LabelRule
@@ -23,6 +25,9 @@ from mmlm_stream.rules.scene_change import SceneChangeRule
 from mmlm_stream.rules.sound import SoundRule
 from mmlm_stream.rules.speech import SpeechRule
 from mmlm_stream.rules.watch_query import WatchQuery
+from mmlm_stream.rules.zones import ZonePolygon
+
+ZoneName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 class EventsConfig(RuleSection):
@@ -36,6 +41,12 @@ class EventsConfig(RuleSection):
     queries: list[WatchQuery] = Field(
         default_factory=list, description="Natural-language watch queries."
     )
+    zones: dict[ZoneName, ZonePolygon] = Field(
+        default_factory=dict,
+        description="Named polygons, [[x, y], ...] as fractions of the frame (3 points or "
+        "more), that label rules can be restricted to (`zones: [driveway]`); an object is in "
+        "a zone when the bottom centre of its box is.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> EventsConfig:
@@ -43,7 +54,24 @@ class EventsConfig(RuleSection):
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
             raise ValueError(f"rule and query names must be unique: {', '.join(twice)}")
+        for rule in self.rules:
+            unknown = [z for z in getattr(rule, "zones", ()) if z not in self.zones]
+            if unknown:
+                known = ", ".join(sorted(self.zones)) or "none"
+                raise ValueError(
+                    f"rule {rule.name}: unknown zone {', '.join(unknown)} (zones: {known})"
+                )
         return self
+
+    def for_stream(
+        self, rules: list[Any] | None = None, zones: dict[str, Any] | None = None
+    ) -> EventsConfig:
+        """This config with one stream's own rules and zones (None keeps the global ones),
+        validated together (``ValueError`` with the first problem)."""
+        data = self.model_dump(mode="json", exclude={"rules", "zones"})
+        data["rules"] = [r.model_dump(mode="json") for r in self.rules] if rules is None else rules
+        data["zones"] = self.model_dump(mode="json")["zones"] if zones is None else zones
+        return EventsConfig.model_validate(data)
 
     def active_rules(self) -> list[RuleConfig]:
         """The rules that run: the user's, with the built-in ones as configured, enabled only."""

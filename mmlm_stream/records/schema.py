@@ -251,6 +251,9 @@ class EventRecord(_Published):
         False, description="True while the condition holds; a closing update follows."
     )
     evidence: dict[str, Any] = Field(default_factory=dict)
+    zone: str | None = Field(
+        None, description="The zone the object was in, for a rule restricted to zones."
+    )
     wall_start: str | None = None
     published_at: str | None = None
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
@@ -27,6 +27,7 @@ from mmlm_stream.records.evidence import FusedWindow
 from mmlm_stream.records.results import Label
 from mmlm_stream.records.schema import EventRecord, EventType, event_id, utc_stamp
 from mmlm_stream.rules.query_scoring import QueryMatch
+from mmlm_stream.rules.zones import Polygon
 
 RULE_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 EPS = 1e-6
@@ -97,6 +98,7 @@ class Observation:
     end: float
     description: str
     evidence: dict[str, Any]
+    zone: str | None = None
 
 
 @dataclass
@@ -133,6 +135,7 @@ class Context:
     window: FusedWindow
     state: SourceState
     queries: dict[str, QueryMatch]
+    zones: Mapping[str, Polygon] = field(default_factory=dict)
 
 
 class ConditionDetector:

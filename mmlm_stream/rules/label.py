@@ -9,7 +9,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from mmlm_stream.records.evidence import FusedWindow
-from mmlm_stream.records.results import Label
+from mmlm_stream.records.modality import Modality
+from mmlm_stream.records.results import DetectionResult, Label
 from mmlm_stream.records.schema import EventType
 from mmlm_stream.rules.base import (
     ConditionDetector,
@@ -24,6 +25,7 @@ from mmlm_stream.rules.base import (
     labels_json,
 )
 from mmlm_stream.rules.query_scoring import label_names
+from mmlm_stream.rules.zones import area, zone_of
 
 
 class LabelRule(ConditionRule):
@@ -56,6 +58,18 @@ class LabelRule(ConditionRule):
     description: str | None = Field(
         None, description="Event sentence template with {label} and {score}; null = built-in."
     )
+    zones: list[str] = Field(
+        default_factory=list,
+        description="Only detections whose box's bottom centre lies in one of these zones "
+        "(events.zones, or the stream's own) count; the event names the zone. Objects only.",
+    )
+    min_box_area: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Only detections whose box covers at least this fraction of the frame "
+        "count (far-away or tiny false detections do not). Objects only.",
+    )
 
     @field_validator("modality", mode="before")
     @classmethod
@@ -73,6 +87,8 @@ class LabelRule(ConditionRule):
             raise ValueError("a label rule needs label, labels or regex")
         if not self.modality:
             raise ValueError("modality must name at least one modality")
+        if (self.zones or self.min_box_area) and self.modality != ["objects"]:
+            raise ValueError("zones and min_box_area apply to detections: modality: objects")
         check_exit(self.threshold, self.exit_threshold, "")
         if self.description is not None:
             try:
@@ -126,21 +142,51 @@ class LabelDetector(ConditionDetector):
             self._names[key] = label_names(label, self._synonyms if key[1] else None)
         return self._names[key]
 
+    def _placed(self, ctx: Context) -> tuple[list[Label], dict[str, str]]:
+        """The best detection per label among those that pass ``zones`` and
+        ``min_box_area``, and the zone each label's best one was in."""
+        best: dict[str, Label] = {}
+        where: dict[str, str] = {}
+        for result in ctx.window.contents.of(Modality.OBJECTS):
+            if not isinstance(result, DetectionResult):
+                continue
+            for d in result.detections:
+                if area(d.box) < self.rule.min_box_area:
+                    continue
+                zone = zone_of(d.box, self.rule.zones, ctx.zones) if self.rule.zones else None
+                if self.rule.zones and zone is None:
+                    continue
+                if d.label not in best or d.score > best[d.label].score:
+                    best[d.label] = Label(d.label, d.score)
+                    if zone is not None:
+                        where[d.label] = zone
+        return list(best.values()), where
+
     def observe(self, ctx: Context) -> dict[str, Observation]:
         window = ctx.window
         found: dict[str, dict[str, list[Label]]] = {}
+        zones: dict[str, str] = {}
+        placed = bool(self.rule.zones or self.rule.min_box_area)
         for modality in self.rule.modality:
-            for label in labels_of(window, modality):
+            if placed:
+                labels, where = self._placed(ctx)
+            else:
+                labels, where = list(labels_of(window, modality)), {}
+            for label in labels:
                 names = self.names(label.label, modality)
                 keys = [t for t, p in self.terms if any(p.search(n) for n in names)]
                 if self.regex is not None and any(self.regex.search(n) for n in names):
                     keys.append(self.name)
                 for key in keys:
                     found.setdefault(key, {}).setdefault(modality, []).append(label)
-        return {key: self._observation(window, key, hits) for key, hits in found.items()}
+                    if label.label in where:
+                        zones.setdefault(key, where[label.label])
+        return {
+            key: self._observation(window, key, hits, zones.get(key)) for key, hits in found.items()
+        }
 
     def _observation(
-        self, window: FusedWindow, key: str, hits: dict[str, list[Label]]
+        self, window: FusedWindow, key: str, hits: dict[str, list[Label]], zone: str | None
     ) -> Observation:
         def pooled(labels: list[Label]) -> float:
             scores = [lb.score for lb in labels]
@@ -156,9 +202,18 @@ class LabelDetector(ConditionDetector):
             text = f"{shown[:1].upper()}{shown[1:]} is heard."
         elif modalities == {"fusion"}:
             text = f"{article(shown)} {shown} is detected."
+        elif zone is not None:
+            text = f"{article(shown)} {shown} is in the {zone.replace('_', ' ')}."
         else:
             text = f"{article(shown)} {shown} is in view."
         evidence = {m: {"labels": labels_json(labels)} for m, labels in hits.items()}
         return Observation(
-            score, score >= self.enter, score >= self.exit, window.start, window.end, text, evidence
+            score,
+            score >= self.enter,
+            score >= self.exit,
+            window.start,
+            window.end,
+            text,
+            evidence,
+            zone,
         )

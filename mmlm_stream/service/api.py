@@ -80,6 +80,7 @@ from mmlm_stream.service.metrics import CONTENT_TYPE, ApiMetrics
 from mmlm_stream.service.protocol import (
     SOURCE_ID_PATTERN,
     Conflict,
+    Invalid,
     JobInfo,
     JobRequest,
     NotFound,
@@ -615,7 +616,7 @@ def create_app(
             return _error(409, str(exc))
         if isinstance(exc, TooMany):
             return _error(429, str(exc), {"Retry-After": "30"})
-        if isinstance(exc, ConfigError):
+        if isinstance(exc, ConfigError | Invalid):
             return _error(400, str(exc))
         logger.warning("api: pipeline error: %s", exc)
         return _error(502, str(exc))

@@ -59,6 +59,7 @@ from mmlm_stream.service.protocol import (
     StreamSpec,
     StreamStats,
     TooMany,
+    stream_events,
 )
 from mmlm_stream.util.backoff import Backoff
 from mmlm_stream.util.errors import MmlmError
@@ -235,6 +236,7 @@ class PipelineBackend:
     # -- streams ---------------------------------------------------------------------------
 
     async def add_stream(self, spec: StreamSpec) -> StreamInfo:
+        stream_events(self.config.events, spec)  # Invalid: nothing registered
         stream_id = spec.id or resolve_source(spec.url).source_id
         if stream_id in self.streams:
             raise Conflict(f"stream '{stream_id}' already exists")
@@ -278,12 +280,16 @@ class PipelineBackend:
             raise NotFound(f"no stream '{stream_id}'") from None
 
     def _stream_config(self, spec: StreamSpec) -> Config:
+        """The service's config with the stream's decode options, rules and zones."""
         update: dict[str, Any] = {"live": True}
         if spec.loop:
             update |= {"loop": True, "realtime": True}
         if spec.frame_fps is not None:
             update["frame_fps"] = spec.frame_fps
-        return self._with_decode(update)
+        config = self._with_decode(update)
+        if spec.rules is None and spec.zones is None:
+            return config
+        return config.model_copy(update={"events": stream_events(config.events, spec)})
 
     def _start(self, stream: _Stream) -> None:
         self.streams[stream.id] = stream

@@ -21,6 +21,9 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmlm_stream.config.events import EventsConfig, ZoneName
+from mmlm_stream.rules.registry import RuleItem
+from mmlm_stream.rules.zones import ZonePolygon
 from mmlm_stream.util.errors import MmlmError
 
 SOURCE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -35,6 +38,11 @@ class NotFound(MmlmError, LookupError):
 
 class Conflict(MmlmError):
     """The request clashes with what exists, e.g. a stream id already registered (409)."""
+
+
+class Invalid(MmlmError, ValueError):
+    """A request whose parts do not fit together (e.g. a rule naming a zone that does not
+    exist); the message names the problem."""
 
 
 class TooMany(MmlmError):
@@ -73,6 +81,34 @@ class StreamSpec(_Model):
         False,
         description="A file source (only with api.allow_local_files) starts again at its end.",
     )
+    rules: list[RuleItem] | None = Field(
+        None,
+        max_length=64,
+        description="This stream's event rules, instead of the config's events.rules (the "
+        "same fields; docs/configuration.md#event-rules); null = the config's.",
+    )
+    zones: dict[ZoneName, ZonePolygon] | None = Field(
+        None,
+        max_length=32,
+        description="This stream's zones, instead of the config's events.zones: name -> "
+        "[[x, y], ...] as fractions of the frame; null = the config's.",
+        examples=[{"driveway": [[0.1, 0.6], [0.6, 0.6], [0.7, 1.0], [0.0, 1.0]]}],
+    )
+
+
+def stream_events(events: EventsConfig, spec: StreamSpec) -> EventsConfig:
+    """The event config a stream runs: the config's, with the stream's rules and zones;
+    ``Invalid`` with the first problem (an unknown zone, two rules of one name)."""
+    if spec.rules is None and spec.zones is None:
+        return events
+    rules = None if spec.rules is None else [r.model_dump(mode="json") for r in spec.rules]
+    zones = None if spec.zones is None else {k: list(v) for k, v in spec.zones.items()}
+    try:
+        return events.for_stream(rules, zones)
+    except ValueError as exc:
+        first = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+        name = spec.id or "the stream"
+        raise Invalid(f"{name}: {first.removeprefix('Value error, ')}") from None
 
 
 class StreamStats(_Model):
