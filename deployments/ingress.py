@@ -67,7 +67,11 @@ class Ingress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(
-            self.backend, self.config.api, self.redis_url, redis_config=self.config.redis
+            self.backend,
+            self.config.api,
+            self.redis_url,
+            redis_config=self.config.redis,
+            snapshots=self.config.snapshots,
         )
 
     async def _run(self, request: AnalysisRequest) -> AsyncIterator[JobMessage]:

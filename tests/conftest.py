@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from mmlm_stream.config.models import ModelsConfig
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Snapshots of services the tests start go to a folder of this run, not the user's data dir.
+os.environ.setdefault("XDG_DATA_HOME", tempfile.mkdtemp(prefix="mmlm-test-data-"))
 
 
 class NetworkBlocked(OSError):

@@ -130,6 +130,7 @@ def test_default_text_model_on_cpu_never_imports_torch(tmp_path: Path) -> None:
 import sys
 from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.models.registry import load_encoder
+from mmlm_stream.records.modality import Modality
 models = ModelsConfig(set="default", device="cpu", cache_dir={str(tmp_path)!r})
 encoder = load_encoder(Modality.TEXT, models)
 assert encoder.embed(["a dog barks", ""]).shape == (2, 384)

@@ -138,6 +138,9 @@ def cmd_describe(args: argparse.Namespace, config: Config) -> int:
         return EXIT_OK
     if not args.targets:
         raise ConfigError("describe needs at least one PATH_OR_GLOB (or --republish)")
+    if config.snapshots.dir is None:  # the inputs' evidence goes with their other outputs
+        snapshots = config.snapshots.model_copy(update={"dir": (out / "snapshots").resolve()})
+        config = config.model_copy(update={"snapshots": snapshots})
     url = _redis_url(config, not args.no_embedded_redis)
     try:
         report = driver.describe(

@@ -26,6 +26,7 @@ from mmlm_stream.config.live import LiveConfig
 from mmlm_stream.config.models import ModelsConfig
 from mmlm_stream.config.section import Section
 from mmlm_stream.config.sinks import SINK_NAME, SinkConfig
+from mmlm_stream.config.snapshots import SnapshotsConfig
 from mmlm_stream.config.supervisor import SupervisorConfig
 from mmlm_stream.config.transport import TransportConfig
 from mmlm_stream.config.window import WindowConfig
@@ -49,6 +50,7 @@ class Config(Section):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     transport: TransportConfig = Field(default_factory=TransportConfig)
+    snapshots: SnapshotsConfig = Field(default_factory=SnapshotsConfig)
     sinks: dict[Annotated[str, StringConstraints(pattern=SINK_NAME)], SinkConfig] = Field(
         default_factory=dict,
         description="Named sinks (kind mqtt or webhook), each a Redis consumer group.",

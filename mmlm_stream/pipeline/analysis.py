@@ -27,6 +27,7 @@ from mmlm_stream.operators.speech_segmenter import SpeechSegmenter
 from mmlm_stream.pipeline.aggregate import Polled, SourceAggregator, WindowOutput
 from mmlm_stream.pipeline.encoding import Encoders
 from mmlm_stream.pipeline.live_clock import LiveClock
+from mmlm_stream.pipeline.snapshots import Snapshots
 from mmlm_stream.records.channels import (
     AudioChunk,
     ChannelItem,
@@ -131,6 +132,7 @@ class SourceAnalysis:
                 live=self.decoder.live,
                 wall_of=wall_of,
             )
+        self.snapshots = Snapshots(config.snapshots) if config.snapshots.enabled else None
         self.segmenter = SpeechSegmenter()
         self.frames: list[Frame] = []
         self.chunks: list[AudioChunk] = []
@@ -179,7 +181,7 @@ class SourceAnalysis:
             self._advance()
             polled = self.aggregator.poll()
             if polled.events:
-                self.on_events(self._stamp_events(polled.events))
+                self.on_events(self._with_snapshots(self._stamp_events(polled.events)))
             self._emit(polled.windows)
             self.on_progress(self.progress)
         self._flush_frames()
@@ -188,7 +190,7 @@ class SourceAnalysis:
         outputs, closing = self.aggregator.finish()
         self._emit(outputs)
         if closing:
-            self.on_events(self._stamp_events(closing))
+            self.on_events(self._with_snapshots(self._stamp_events(closing)))
         stats = self.decoder.stats
         self.result.duration = stats.last_time
         self.result.late_dropped = self.aggregator.late_dropped
@@ -246,13 +248,18 @@ class SourceAnalysis:
                 self._open_walls.pop(event.id, None)
         return events
 
+    def _with_snapshots(self, events: list[EventRecord]) -> list[EventRecord]:
+        if self.snapshots is not None and events:
+            self.snapshots.attach(events)
+        return events
+
     def _emit(self, outputs: list[WindowOutput]) -> None:
         for output in outputs:
             self.result.windows += 1
             window = output.window
             if window.wall_start is None and (wall := self.live_clock(window.start)) is not None:
                 window.wall_start = utc_stamp(wall)
-            self._stamp_events(output.events)
+            self._with_snapshots(self._stamp_events(output.events))
             self.on_window(output)
 
     def _advance(self) -> None:
@@ -281,6 +288,8 @@ class SourceAnalysis:
             return
         batch, self.frames = self.frames, []
         results = self.encoders.encode_frames(batch)
+        if self.snapshots is not None:
+            self.snapshots.remember(batch, results.detections)
         self.aggregator.add(Modality.VISUAL, results.encodings)
         if Modality.OBJECTS in self.encoders.channels:
             self.aggregator.add(Modality.OBJECTS, results.detections)

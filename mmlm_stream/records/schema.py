@@ -254,6 +254,9 @@ class EventRecord(_Published):
     zone: str | None = Field(
         None, description="The zone the object was in, for a rule restricted to zones."
     )
+    snapshot: str | None = Field(
+        None, description="Served at /events/{snapshot}/snapshot.jpg (the event's id)."
+    )
     wall_start: str | None = None
     published_at: str | None = None
 

@@ -36,6 +36,7 @@ before a client resumes are gone; it gets what is left.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -67,6 +68,8 @@ from mmlm_stream.bus.redis_bus import BusKeys
 from mmlm_stream.bus.redis_client import async_client_for, error_reason
 from mmlm_stream.config.api import ApiConfig
 from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.config.snapshots import SnapshotsConfig
+from mmlm_stream.pipeline.snapshots import SnapshotStore
 from mmlm_stream.security.host_header import HostHeaderCheck
 from mmlm_stream.security.url_policy import (
     REFUSED,
@@ -105,6 +108,9 @@ _SSE_CLIENT_NAME = "mmlm-stream-sse"
 
 StreamIdPath = Annotated[str, Path(pattern=SOURCE_ID_PATTERN, description="Stream id")]
 JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="Job id")]
+EventIdPath = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9_.:@-]{1,200}$", description="Event id (a record's id)")
+]
 
 
 class PolicyError(ValueError):
@@ -568,6 +574,7 @@ def create_app(
     redis_config: RedisConfig | None = None,
     resolve: Resolver = resolve_host,
     bind_host: str | None = "127.0.0.1",
+    snapshots: SnapshotsConfig | None = None,
 ) -> FastAPI:
     """The API over ``backend``; ``/events`` reads the Redis at ``redis_url`` (None: 503),
     with ``redis_config``'s key prefix, timeouts and TLS files; ``resolve`` looks up the
@@ -774,6 +781,24 @@ def create_app(
         if after is None and from_start:
             after = "0-0"
         return await feed.open(source, types, after)
+
+    store = SnapshotStore(snapshots) if snapshots is not None and snapshots.enabled else None
+
+    @app.get(
+        "/events/{event_id}/snapshot.jpg",
+        tags=["events"],
+        summary="An event's snapshot",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/jpeg": {}}, "description": "The JPEG"},
+            404: {"description": "No snapshot for this event (none taken, or deleted)"},
+        },
+    )
+    async def snapshot(event_id: EventIdPath) -> Response:
+        data = await asyncio.to_thread(store.read, event_id) if store is not None else None
+        if data is None:
+            raise NotFound(f"no snapshot of event '{event_id}'")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> HTMLResponse:
