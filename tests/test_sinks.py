@@ -149,15 +149,16 @@ HA_REQUIRED = {
     "binary_sensor": {"state_topic"},
     "sensor": {"state_topic"},
     "event": {"state_topic", "event_types"},
+    "camera": {"topic"},
 }
 HA_KNOWN = {
     "name", "unique_id", "availability", "payload_available", "payload_not_available",
     "device", "origin", "state_topic", "payload_on", "payload_off", "device_class",
-    "value_template", "json_attributes_topic", "icon", "event_types",
+    "value_template", "json_attributes_topic", "icon", "event_types", "topic",
 }  # fmt: skip
 HA_DEVICE_CLASSES = {"binary_sensor": {"occupancy", "motion", "sound", "smoke"}}
 CONFIG_TOPIC = re.compile(
-    r"^homeassistant/(binary_sensor|sensor|event)/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+/config$"
+    r"^homeassistant/(binary_sensor|sensor|event|camera)/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+/config$"
 )
 
 
@@ -166,6 +167,8 @@ def check_discovery(topic: str, payload: dict[str, Any]) -> str:
     assert match, topic
     component = match.group(1)
     assert HA_REQUIRED[component] <= payload.keys(), (topic, payload)
+    if component == "camera":
+        assert "+" not in payload["topic"] and "#" not in payload["topic"]
     assert payload.keys() <= HA_KNOWN, payload.keys() - HA_KNOWN
     assert re.fullmatch(r"[A-Za-z0-9_-]+", payload["unique_id"])
     device = payload["device"]
@@ -303,6 +306,33 @@ def test_events_become_mqtt_topics_with_retained_state_description_and_condition
         check_discovery(topic, payload)
     binary = {p["state_topic"] for t, p in configs.items() if "/binary_sensor/" in t}
     assert binary == {"mmlm/cam1/person", "mmlm/cam1/alarm"}
+
+
+def test_an_events_snapshot_is_published_as_jpeg_bytes_for_the_camera_entity(
+    tmp_path: Path, redis_server: RedisServer, mosquitto: Mosquitto, runners: list[SinkRunner]
+):
+    from mmlm_stream.config.snapshots import SnapshotsConfig
+    from mmlm_stream.pipeline.snapshots import SnapshotStore
+
+    store = SnapshotStore(SnapshotsConfig(dir=tmp_path / "snapshots"))
+    person = condition("person", 0.0, ongoing=True)
+    jpeg = b"\xff\xd8\xff\xe0 a JPEG \xff\xd9"
+    store.write(person.id, jpeg)
+    person.snapshot = person.id
+    config = config_with(
+        {"ha": mqtt_sink(mosquitto)}, snapshots={"dir": str(tmp_path / "snapshots")}
+    )
+    start(runners, "ha", config, redis_server.url)
+    publish(redis_server.url, [person])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        kept = retained(mosquitto.port, "#", 0.2)
+        if "mmlm/cam1/snapshot" in kept:
+            break
+    assert kept["mmlm/cam1/snapshot"] == jpeg
+    camera = json.loads(kept["homeassistant/camera/mmlm_cam1/snapshot/config"])
+    assert check_discovery("homeassistant/camera/mmlm_cam1/snapshot/config", camera) == "camera"
+    assert camera["topic"] == "mmlm/cam1/snapshot"
 
 
 def test_the_last_will_marks_the_sink_offline_when_it_dies_and_online_when_back(

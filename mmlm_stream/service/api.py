@@ -557,7 +557,7 @@ def _dashboard() -> tuple[bytes, str]:
     policy = (
         "default-src 'none'; "
         f"script-src {hashes('script')}; style-src {hashes('style')}; "
-        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+        "connect-src 'self'; img-src 'self' data: blob:; base-uri 'none'; form-action 'none'; "
         "frame-ancestors 'none'"
     )
     return page, policy

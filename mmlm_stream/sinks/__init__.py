@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from mmlm_stream.config import Config
 from mmlm_stream.config.sinks import MqttSinkConfig
+from mmlm_stream.pipeline.snapshots import SnapshotStore
 from mmlm_stream.security.url_policy import Resolver, UrlRefused, api_policy, resolve_host
 from mmlm_stream.sinks.base import Sink
 from mmlm_stream.sinks.runner import SinkRunner
@@ -26,7 +27,9 @@ def open_sink(name: str, config: Config, resolve: Resolver = resolve_host) -> Si
         if isinstance(entry, MqttSinkConfig):
             from mmlm_stream.sinks.mqtt import MqttSink
 
-            return MqttSink(name, entry, queries=[q.name for q in config.events.queries])
+            store = SnapshotStore(config.snapshots) if config.snapshots.enabled else None
+            queries = [q.name for q in config.events.queries]
+            return MqttSink(name, entry, queries=queries, snapshots=store)
         from mmlm_stream.sinks.webhook import WebhookSink
 
         return WebhookSink(name, entry, api_policy(config.api, resolve))

@@ -2,9 +2,10 @@
 
 Per source, one device (``mmlm_<source>``) with a binary sensor per condition key (person,
 alarm, each watch query; any other key when it first turns on), a sensor with the latest
-description, a sensor with the stream's state, and an event entity that fires on every
-event. Every entity's availability is the sink's last will (``<prefix>/available``), so
-Home Assistant shows them unavailable when the sink is gone. Topics follow
+description, a sensor with the stream's state, an event entity that fires on every event,
+and (with snapshots on) a camera entity showing the latest event's snapshot. Every entity's
+availability is the sink's last will (``<prefix>/available``), so Home Assistant shows them
+unavailable when the sink is gone. Topics follow
 ``<discovery_prefix>/<component>/<node_id>/<object_id>/config`` (ids: ``[A-Za-z0-9_-]``).
 """
 
@@ -84,6 +85,8 @@ class Discovery:
     topics: Topics
     discovery_prefix: str = "homeassistant"
     sink_name: str = "mqtt"
+    camera: bool = False
+    """A camera entity showing the latest event's snapshot (when snapshots are on)."""
 
     def _config_topic(self, component: str, source: str, what: str) -> str:
         return (
@@ -137,8 +140,14 @@ class Discovery:
             "value_template": '{{ {"event_type": value_json.type, "key": value_json.key, '
             '"description": value_json.description} | to_json }}',
         }
-        return [
+        configs = [
             (self._config_topic("sensor", source, "description"), json.dumps(description)),
             (self._config_topic("sensor", source, "state"), json.dumps(state)),
             (self._config_topic("event", source, "events"), json.dumps(event)),
         ]
+        if self.camera:
+            camera = self._common(source, "snapshot", "Last event") | {
+                "topic": self.topics.of(source, "snapshot"),
+            }
+            configs.append((self._config_topic("camera", source, "snapshot"), json.dumps(camera)))
+        return configs

@@ -5,6 +5,7 @@ Topics (``<p>`` = ``topic_prefix``, ``mmlm`` by default; like Frigate's ``frigat
 - ``<p>/<source>/event``: every event's JSON, not retained (QoS 1);
 - ``<p>/<source>/state``: the stream's state (``{"state": "streaming", ...}``), retained;
 - ``<p>/<source>/description``: the latest window's description (plain text), retained;
+- ``<p>/<source>/snapshot``: the JPEG of the latest event that has one, retained;
 - ``<p>/<source>/<key>``: ``ON``/``OFF`` for each condition (label, sound, query, fusion
   events: the opening version turns it on, the closing one off), retained;
 - ``<p>/available``: ``online``, and ``offline`` as the last will, retained;
@@ -35,6 +36,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from mmlm_stream.config.sinks import MqttSinkConfig
+from mmlm_stream.pipeline.snapshots import SnapshotStore
 from mmlm_stream.records.schema import EventRecord, WindowRecord
 from mmlm_stream.sinks.base import CONDITION_TYPES, DeliveryFailed, FarSideDown, Sink
 from mmlm_stream.sinks.home_assistant import OFF, OFFLINE, ON, ONLINE, Discovery, Topics
@@ -42,27 +44,39 @@ from mmlm_stream.sinks.home_assistant import OFF, OFFLINE, ON, ONLINE, Discovery
 logger = logging.getLogger(__name__)
 
 _OPEN_IDS = 4096
+Message = tuple[str, str | bytes, bool]
+"""Topic, payload, retained."""
 
 
 class MqttSink(Sink):
     wants_windows = True
 
-    def __init__(self, name: str, config: MqttSinkConfig, queries: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: MqttSinkConfig,
+        queries: list[str] | None = None,
+        snapshots: SnapshotStore | None = None,
+    ) -> None:
         self.name = name
         self.config = config
+        self.snapshots = snapshots
         self.topics = Topics(config.topic_prefix)
-        self.discovery = Discovery(self.topics, config.discovery_prefix, name)
+        self.discovery = Discovery(
+            self.topics, config.discovery_prefix, name, camera=snapshots is not None
+        )
+        self._snapped: OrderedDict[str, None] = OrderedDict()
         self.conditions = list(dict.fromkeys([*config.conditions, *(queries or [])]))
         self._connected = threading.Event()
         self._lock = threading.Lock()
         # What is retained, so a (re)connect can publish it again: topic -> payload.
-        self._retained: OrderedDict[str, str] = OrderedDict()
+        self._retained: OrderedDict[str, str | bytes] = OrderedDict()
         self._sources: set[str] = set()
         self._keys: set[tuple[str, str]] = set()
         self._open: OrderedDict[str, None] = OrderedDict()  # ids of events seen ON
         self._reason = "not connected yet"
         self._refused: str | None = None  # why the broker refused the last connect
-        self._last: tuple[tuple[str, bool, float], list[tuple[str, str, bool]]] | None = None
+        self._last: tuple[tuple[str, bool, float], list[Message]] | None = None
         self.client = self._client()
 
     def _client(self) -> mqtt.Client:
@@ -139,7 +153,7 @@ class MqttSink(Sink):
             self._last = (version, self._event_messages(event))
         self._publish(self._last[1])
 
-    def _event_messages(self, event: EventRecord) -> list[tuple[str, str, bool]]:
+    def _event_messages(self, event: EventRecord) -> list[Message]:
         messages = self._known(event.source)
         messages.append((self.topics.of(event.source, "event"), event.to_json(), False))
         if event.type == "stream":
@@ -149,7 +163,20 @@ class MqttSink(Sink):
             messages.append((self.topics.of(event.source, "state"), json.dumps(state), True))
         elif event.type in CONDITION_TYPES:
             messages += self._condition(event)
+        messages += self._snapshot(event)
         return messages
+
+    def _snapshot(self, event: EventRecord) -> list[Message]:
+        """The event's JPEG on ``<p>/<source>/snapshot``, once per event (retained)."""
+        if self.snapshots is None or event.snapshot is None or event.id in self._snapped:
+            return []
+        data = self.snapshots.read(event.snapshot)
+        if data is None:
+            return []
+        self._snapped[event.id] = None
+        while len(self._snapped) > _OPEN_IDS:
+            self._snapped.popitem(last=False)
+        return [(self.topics.of(event.source, "snapshot"), data, True)]
 
     def deliver_window(self, window: WindowRecord) -> None:
         messages = self._known(window.source)
@@ -162,7 +189,7 @@ class MqttSink(Sink):
             return
         self._publish(messages)
 
-    def _known(self, source: str) -> list[tuple[str, str, bool]]:
+    def _known(self, source: str) -> list[Message]:
         """Discovery configs of a source seen for the first time."""
         if source in self._sources or not self.config.discovery:
             self._sources.add(source)
@@ -175,8 +202,8 @@ class MqttSink(Sink):
             messages.append((self.topics.key(source, key), OFF, True))
         return messages
 
-    def _condition(self, event: EventRecord) -> list[tuple[str, str, bool]]:
-        messages: list[tuple[str, str, bool]] = []
+    def _condition(self, event: EventRecord) -> list[Message]:
+        messages: list[Message] = []
         if self.config.discovery and (event.source, event.key) not in self._keys:
             self._keys.add((event.source, event.key))
             messages.append((*self.discovery.condition(event.source, event.key), True))
@@ -192,14 +219,14 @@ class MqttSink(Sink):
             messages.append((topic, OFF, True))
         return messages
 
-    def _remember(self, messages: list[tuple[str, str, bool]]) -> None:
+    def _remember(self, messages: list[Message]) -> None:
         with self._lock:
             for topic, payload, retain in messages:
                 if retain:
                     self._retained.pop(topic, None)
                     self._retained[topic] = payload
 
-    def _publish(self, messages: list[tuple[str, str, bool]]) -> None:
+    def _publish(self, messages: list[Message]) -> None:
         """Publish in order, each once the one before was acknowledged (module docstring).
         One at a time because a broker that keeps Nagle on (Mosquitto's default) holds back
         the acknowledgement of a second small message: 36 ms for three pipelined messages
