@@ -18,6 +18,7 @@ import av.error
 
 from mmlm_stream.config.decode import DecodeConfig
 from mmlm_stream.operators.audio_chunker import AudioChunker
+from mmlm_stream.operators.clip_ring import ClipRing
 from mmlm_stream.operators.frame_sampler import FrameSampler, output_size, to_rgb
 from mmlm_stream.operators.guarded_io import GuardedOpener, HttpSettings, HttpStatusError
 from mmlm_stream.operators.source import SourceSpec
@@ -270,9 +271,11 @@ class ContainerDecoder:
         offset: float = 0.0,
         live: bool = False,
         url: str | None = None,
+        clips: ClipRing | None = None,
     ) -> None:
         self.source = source
         self.url = url or source
+        self.clips = clips
         self.container = container
         self.selection = selection
         self.config = config
@@ -327,6 +330,14 @@ class ContainerDecoder:
             pending = self.chunker.pending_start
             marks.append(pending if pending is not None else -1.0)
         return min(marks) if marks else None
+
+    def _packet_time(self, packet: av.Packet) -> float | None:
+        """A packet's media time by the clock its stream's frames follow (for clips)."""
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is None or packet.time_base is None or self._base is None:
+            return None
+        raw = float(ts * packet.time_base) - self._base + self._shift.get(packet.stream.index, 0.0)
+        return max(0.0, raw) + self.offset
 
     def _media_time(
         self, stream: av.stream.Stream, seconds: float | None, step: float
@@ -420,6 +431,10 @@ class ContainerDecoder:
                 items = self._subtitle(packet)
         except av.error.InvalidDataError:
             self.bad_packets += 1
+        if self.clips is not None and kind in ("video", "audio"):
+            time = self._packet_time(packet)
+            if time is not None:
+                self.clips.add(packet, time)
         if self._warnings:
             items.extend(self._warnings)
             self._warnings.clear()

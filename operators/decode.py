@@ -20,6 +20,7 @@ import pysubs2
 from mmlm_stream.config.decode import DecodeConfig
 from mmlm_stream.config.jobs import JobsConfig
 from mmlm_stream.operators.audio_chunker import AudioChunker
+from mmlm_stream.operators.clip_ring import ClipRing
 from mmlm_stream.operators.container import (
     JUMP_WARNINGS,
     ContainerDecoder,
@@ -105,6 +106,7 @@ class SourceDecoder:
         stop: threading.Event | None = None,
         clock: Callable[[], float] = _time.monotonic,
         limits: JobsConfig | None = None,
+        clips: ClipRing | None = None,
     ) -> None:
         self.spec = spec
         self.config = config or DecodeConfig()
@@ -117,6 +119,7 @@ class SourceDecoder:
             else spec.live_by_scheme or self.config.loop
         )
         self.limits = None if self.live else limits
+        self.clips = clips if self.live else None
         self._pace_origin: float | None = None
         self._state: StreamState | None = None
         self._cues_end = 0.0  # where the last embedded cue read ahead ends
@@ -196,6 +199,8 @@ class SourceDecoder:
                     elif opened_once:
                         chunker.restart_at(offset)
                 opened_once = True
+                if self.clips is not None:
+                    self.clips.start_session()
                 session = ContainerDecoder(
                     spec.source_id,
                     container,
@@ -206,6 +211,7 @@ class SourceDecoder:
                     offset,
                     self.live,
                     url=spec.url,
+                    clips=self.clips,
                 )
                 ahead = sorted([*sidecars, *(embedded or [])], key=lambda c: (c.start, c.end))
                 cues = deque(replace(c, start=c.start + offset, end=c.end + offset) for c in ahead)
@@ -225,6 +231,8 @@ class SourceDecoder:
                 except ReadError as exc:
                     error = explain(exc.__cause__ or exc, spec, cfg.stall_timeout_s)
                 orderer.push(session.finish())
+                if self.clips is not None:
+                    self.clips.end_session()  # while the container's streams still exist
                 yield from self._release(orderer.drain(), cues)
                 yield from cues
                 last_time = session.last_time if session.last_time is not None else last_time
@@ -401,8 +409,10 @@ def decode(
     source_id: str | None = None,
     stop: threading.Event | None = None,
     limits: JobsConfig | None = None,
+    clips: ClipRing | None = None,
 ) -> SourceDecoder:
     """Decode ``target`` (path or URL); iterate the result for time-ordered channel items.
-    ``limits`` bound a batch input (a source that is not live)."""
+    ``limits`` bound a batch input (a source that is not live); ``clips`` gets the encoded
+    packets of a live source (``operators/clip_ring.py``)."""
     spec = target if isinstance(target, SourceSpec) else resolve_source(target, source_id)
-    return SourceDecoder(spec, config, stop, limits=limits)
+    return SourceDecoder(spec, config, stop, limits=limits, clips=clips)

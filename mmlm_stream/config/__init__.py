@@ -17,6 +17,7 @@ from pydantic import Field, StringConstraints, ValidationError
 
 from mmlm_stream.config.api import BLANK_TOKEN, ApiConfig, is_blank_secret
 from mmlm_stream.config.bus import RedisConfig
+from mmlm_stream.config.clips import ClipsConfig
 from mmlm_stream.config.decode import DecodeConfig
 from mmlm_stream.config.describer import DescriberConfig
 from mmlm_stream.config.events import EventsConfig
@@ -51,6 +52,7 @@ class Config(Section):
     api: ApiConfig = Field(default_factory=ApiConfig)
     transport: TransportConfig = Field(default_factory=TransportConfig)
     snapshots: SnapshotsConfig = Field(default_factory=SnapshotsConfig)
+    clips: ClipsConfig = Field(default_factory=ClipsConfig)
     sinks: dict[Annotated[str, StringConstraints(pattern=SINK_NAME)], SinkConfig] = Field(
         default_factory=dict,
         description="Named sinks (kind mqtt or webhook), each a Redis consumer group.",

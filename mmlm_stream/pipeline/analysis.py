@@ -20,6 +20,7 @@ from typing import Protocol
 from mmlm_stream.config import Config
 from mmlm_stream.models.fusion_head import LoadedHead
 from mmlm_stream.operators.backpressure import LiveQueue
+from mmlm_stream.operators.clip_ring import ClipRing
 from mmlm_stream.operators.decode import SourceDecoder, decode
 from mmlm_stream.operators.source import SourceSpec
 from mmlm_stream.operators.speech_language import LanguageHint
@@ -27,7 +28,7 @@ from mmlm_stream.operators.speech_segmenter import SpeechSegmenter
 from mmlm_stream.pipeline.aggregate import Polled, SourceAggregator, WindowOutput
 from mmlm_stream.pipeline.encoding import Encoders
 from mmlm_stream.pipeline.live_clock import LiveClock
-from mmlm_stream.pipeline.snapshots import Snapshots
+from mmlm_stream.pipeline.snapshots import Snapshots, SnapshotStore
 from mmlm_stream.records.channels import (
     AudioChunk,
     ChannelItem,
@@ -113,8 +114,17 @@ class SourceAnalysis:
         self.on_progress = on_progress or (lambda media_time: None)
         self.stop = stop or threading.Event()
         # jobs.* bound an input that is not live (a job's, describe's), never a live stream.
+        store = SnapshotStore(config.snapshots)
+        clips = ClipRing(config.clips, store.write_clip) if config.clips.enabled else None
         self.decoder: SourceDecoder = decode(
-            spec, config.decode, stop=self.stop, limits=config.jobs
+            spec, config.decode, stop=self.stop, limits=config.jobs, clips=clips
+        )
+        if not self.decoder.live:
+            clips = None  # a file is its own clip
+        self.snapshots = (
+            Snapshots(config.snapshots, store, clips)
+            if config.snapshots.enabled or clips is not None
+            else None
         )
         self.live_clock = LiveClock()
         wall_of = self.live_clock if self.decoder.live else None
@@ -132,7 +142,6 @@ class SourceAnalysis:
                 live=self.decoder.live,
                 wall_of=wall_of,
             )
-        self.snapshots = Snapshots(config.snapshots) if config.snapshots.enabled else None
         self.segmenter = SpeechSegmenter()
         self.frames: list[Frame] = []
         self.chunks: list[AudioChunk] = []

@@ -10,8 +10,11 @@ grey) and the media time (and wall time for live sources) is burned in. The file
 ``GET /events/{id}/snapshot.jpg``. A later session of a live stream that reuses an event id
 replaces the earlier snapshot.
 
-Retention (``SnapshotStore.sweep``, at most every 30 s while writing): files older than
-``max_age_s`` are deleted, then the oldest until the total is under ``max_total_mb``.
+With ``clips.enabled`` a live event also gets ``<event-hash>.mp4`` (``operators/clip_ring.py``,
+``clip`` field, ``GET /events/{id}/clip.mp4``), written once ``clips.after_s`` of the stream
+has passed. Retention (``SnapshotStore.sweep``, both kinds, at most every 30 s while
+writing): files older than ``max_age_s`` are deleted, then the oldest until the total is
+under ``max_total_mb``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from mmlm_stream.config.snapshots import SnapshotsConfig
+from mmlm_stream.operators.clip_ring import ClipRing
 from mmlm_stream.records.channels import Frame
 from mmlm_stream.records.results import Detection, DetectionResult
 from mmlm_stream.records.schema import EventRecord
@@ -37,6 +41,7 @@ from mmlm_stream.records.schema import EventRecord
 logger = logging.getLogger(__name__)
 
 SWEEP_EVERY_S = 30.0
+JPEG, MP4 = ".jpg", ".mp4"
 _MARGIN_S = 1.0
 
 
@@ -53,19 +58,23 @@ class SnapshotStore:
         self._swept = 0.0
         self._lock = threading.Lock()
 
-    def path(self, event_id: str) -> Path:
-        """Where the snapshot of ``event_id`` is (or would be); ids never become paths."""
+    def path(self, event_id: str, suffix: str = JPEG) -> Path:
+        """Where the snapshot (or clip) of ``event_id`` is or would be; ids never become
+        paths."""
         source = event_id.split(":", 1)[0]
-        return self.root / _digest(source) / f"{_digest(event_id)}.jpg"
+        return self.root / _digest(source) / f"{_digest(event_id)}{suffix}"
 
-    def read(self, event_id: str) -> bytes | None:
+    def read(self, event_id: str, suffix: str = JPEG) -> bytes | None:
         try:
-            return self.path(event_id).read_bytes()
+            return self.path(event_id, suffix).read_bytes()
         except OSError:
             return None
 
-    def write(self, event_id: str, jpeg: bytes) -> Path:
-        target = self.path(event_id)
+    def write_clip(self, event_id: str, mp4: bytes) -> Path:
+        return self.write(event_id, mp4, MP4)
+
+    def write(self, event_id: str, jpeg: bytes, suffix: str = JPEG) -> Path:
+        target = self.path(event_id, suffix)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.part")
         partial.write_bytes(jpeg)
@@ -80,7 +89,7 @@ class SnapshotStore:
             self._swept = time.monotonic()
             now = time.time() if now is None else now
             files = []
-            for path in self.root.glob("*/*.jpg"):
+            for path in [*self.root.glob(f"*/*{JPEG}"), *self.root.glob(f"*/*{MP4}")]:
                 try:
                     stat = path.stat()
                 except OSError:
@@ -177,38 +186,54 @@ def render(shot: Remembered, event: EventRecord, quality: int) -> bytes:
 
 
 class Snapshots:
-    """Attaches snapshots to one source's events as the analysis hands them out."""
+    """Attaches snapshots (and clips, with ``clips``) to one source's events as the analysis
+    hands them out."""
 
-    def __init__(self, config: SnapshotsConfig, store: SnapshotStore | None = None) -> None:
+    def __init__(
+        self,
+        config: SnapshotsConfig,
+        store: SnapshotStore | None = None,
+        clips: ClipRing | None = None,
+    ) -> None:
         self.config = config
         self.store = store or SnapshotStore(config)
+        self.clips = clips
         self.memory = FrameMemory(config.keep_s)
-        self._taken: dict[str, None] = {}
+        self._taken: dict[str, bool] = {}  # event id -> whether a snapshot was written
         self._failing = False
 
     def remember(self, frames: Sequence[Frame], detections: Iterable[DetectionResult]) -> None:
         self.memory.add(frames, detections)
 
     def attach(self, events: Iterable[EventRecord]) -> None:
-        """Set ``snapshot`` on each event: written at its first version, kept after."""
+        """Set ``snapshot`` (and ``clip``) on each event: taken at its first version, the
+        same reference on the versions after it."""
         for event in events:
             if event.type == "stream":
                 continue
-            if event.id in self._taken:
+            if event.id not in self._taken:
+                self._taken[event.id] = self._shoot(event)
+                if len(self._taken) > 4096:
+                    self._taken.pop(next(iter(self._taken)))
+                if self.clips is not None:
+                    self.clips.request(event.id, event.start)
+            if self._taken.get(event.id):
                 event.snapshot = event.id
-                continue
-            shot = self.memory.best(event)
-            if shot is None:
-                continue
-            try:
-                self.store.write(event.id, render(shot, event, self.config.quality))
-            except OSError as exc:
-                if not self._failing:
-                    logger.warning("snapshots: cannot write to %s (%s)", self.store.root, exc)
-                    self._failing = True
-                continue
-            self._failing = False
-            self._taken[event.id] = None
-            if len(self._taken) > 4096:
-                self._taken.pop(next(iter(self._taken)))
-            event.snapshot = event.id
+            if self.clips is not None:
+                event.clip = event.id
+
+    def _shoot(self, event: EventRecord) -> bool:
+        if not self.config.enabled:
+            return False
+        shot = self.memory.best(event)
+        if shot is None:
+            return False
+        try:
+            self.store.write(event.id, render(shot, event, self.config.quality))
+        except OSError as exc:
+            if not self._failing:
+                logger.warning("snapshots: cannot write to %s (%s)", self.store.root, exc)
+                self._failing = True
+            return False
+        self._failing = False
+        return True

@@ -257,6 +257,11 @@ class EventRecord(_Published):
     snapshot: str | None = Field(
         None, description="Served at /events/{snapshot}/snapshot.jpg (the event's id)."
     )
+    clip: str | None = Field(
+        None,
+        description="Served at /events/{clip}/clip.mp4 once clips.after_s has passed (live "
+        "streams with clips.enabled).",
+    )
     wall_start: str | None = None
     published_at: str | None = None
 

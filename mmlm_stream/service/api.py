@@ -69,7 +69,7 @@ from mmlm_stream.bus.redis_client import async_client_for, error_reason
 from mmlm_stream.config.api import ApiConfig
 from mmlm_stream.config.bus import RedisConfig
 from mmlm_stream.config.snapshots import SnapshotsConfig
-from mmlm_stream.pipeline.snapshots import SnapshotStore
+from mmlm_stream.pipeline.snapshots import MP4, SnapshotStore
 from mmlm_stream.security.host_header import HostHeaderCheck
 from mmlm_stream.security.url_policy import (
     REFUSED,
@@ -782,7 +782,8 @@ def create_app(
             after = "0-0"
         return await feed.open(source, types, after)
 
-    store = SnapshotStore(snapshots) if snapshots is not None and snapshots.enabled else None
+    store = SnapshotStore(snapshots) if snapshots is not None else None
+    shots = store if snapshots is not None and snapshots.enabled else None
 
     @app.get(
         "/events/{event_id}/snapshot.jpg",
@@ -795,10 +796,26 @@ def create_app(
         },
     )
     async def snapshot(event_id: EventIdPath) -> Response:
-        data = await asyncio.to_thread(store.read, event_id) if store is not None else None
+        data = await asyncio.to_thread(shots.read, event_id) if shots is not None else None
         if data is None:
             raise NotFound(f"no snapshot of event '{event_id}'")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
+
+    @app.get(
+        "/events/{event_id}/clip.mp4",
+        tags=["events"],
+        summary="An event's clip (live streams with clips.enabled)",
+        response_class=Response,
+        responses={
+            200: {"content": {"video/mp4": {}}, "description": "The MP4"},
+            404: {"description": "No clip (clips off, not written yet, or deleted)"},
+        },
+    )
+    async def clip(event_id: EventIdPath) -> Response:
+        data = await asyncio.to_thread(store.read, event_id, MP4) if store is not None else None
+        if data is None:
+            raise NotFound(f"no clip of event '{event_id}'")
+        return Response(data, media_type="video/mp4", headers={"Cache-Control": "no-cache"})
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> HTMLResponse:
