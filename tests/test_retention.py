@@ -24,6 +24,7 @@ from mmlm_stream.config.bus import RedisConfig
 from mmlm_stream.records.schema import (
     EventRecord,
     LabelScore,
+    ObjectScore,
     Speech,
     SpeechText,
     WindowRecord,
@@ -154,6 +155,15 @@ def _labels(rng: random.Random, names: list[str], k: int) -> list[LabelScore]:
     ]
 
 
+def _objects(rng: random.Random, names: list[str], k: int) -> list[ObjectScore]:
+    boxes = []
+    for label in _labels(rng, names, k):
+        x0, y0 = round(rng.uniform(0, 0.5), 4), round(rng.uniform(0, 0.5), 4)
+        box = [x0, y0, round(x0 + rng.uniform(0.1, 0.5), 4), round(y0 + rng.uniform(0.1, 0.5), 4)]
+        boxes.append(ObjectScore(label=label.label, score=label.score, box=box))
+    return boxes
+
+
 def source_hour(
     source: str = "rtsp-lobby-cam-01", start: datetime | None = None, seed: int = 7
 ) -> tuple[list[WindowRecord], list[EventRecord]]:
@@ -181,7 +191,7 @@ def source_hour(
                 visual=seen,
                 audio=_labels(rng, AUDIO, 5),
                 speech=speech,
-                objects=_labels(rng, OBJECTS, 2),
+                objects=_objects(rng, OBJECTS, 2),
                 description=(
                     f"A {seen[0].label} and a {seen[1].label} are in view"
                     + (f'. Someone says: "{said[:60]}".' if said else ", and it is quiet.")
@@ -229,10 +239,13 @@ class SourceHour:
     used_memory: int  # INFO used_memory after minus before
     windows: int
     events: int
+    versions_stream: int = 0  # every event version, for sinks
 
     @property
     def streams(self) -> int:
-        return self.windows_stream + self.events_stream + self.all_events_stream
+        return (
+            self.windows_stream + self.events_stream + self.all_events_stream + self.versions_stream
+        )
 
 
 def _usage(client: redis.Redis, pattern: str) -> int:
@@ -263,16 +276,17 @@ def measure_source_hour(url: str, config: RedisConfig | None = None) -> SourceHo
         used_memory=int(client.info("memory")["used_memory"]) - before,
         windows=client.xlen(KEYS.windows(source)),
         events=client.xlen(KEYS.events(source)),
+        versions_stream=_usage(client, KEYS.versions),
     )
     client.close()
     return result
 
 
 # What the capacity model in docs/operations.md quotes (Redis 7.0, jemalloc, 64-bit), in bytes:
-DOCUMENTED_STREAMS_PER_SOURCE_HOUR = 2_420_000  # a window ~1.3 KB in its stream, an event ~0.5 KB
-DOCUMENTED_DEDUPE_PER_SOURCE_HOUR = 233_000  # ~123 B per record version remembered (1890)
+DOCUMENTED_STREAMS_PER_SOURCE_HOUR = 2_750_000  # a window ~1.5 KB in its stream, an event ~0.5 KB
+DOCUMENTED_DEDUPE_PER_SOURCE_HOUR = 247_000  # ~125 B per record version remembered (1980)
 DOCUMENTED_HASHES_PER_SOURCE_HOUR = 42_000  # ~0.7 KB per event hash (60)
-DOCUMENTED_USED_PER_SOURCE_HOUR = 2_870_000  # INFO used_memory: the keys plus ~6% (dicts, TTLs)
+DOCUMENTED_USED_PER_SOURCE_HOUR = 3_300_000  # INFO used_memory: the keys plus ~8% (dicts, TTLs)
 
 
 @pytest.mark.slow
