@@ -60,10 +60,14 @@ class Ingress:
             encoder_stats=self._encoder_stats,
             publisher_metrics=self._publisher_metrics,
             publisher_healthy=self._publisher_healthy,
+            sink_stats=self._sink_stats if sinks is not None else None,
         )
         if redis_url:
             resumed = await self.backend.resume()
             logger.info("resumed %d registered streams", resumed)
+
+    async def _sink_stats(self) -> dict[str, dict[str, Any]]:
+        return await self.sinks.stats.remote()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(

@@ -904,3 +904,14 @@ def test_a_stream_whose_rules_name_a_missing_zone_is_400_naming_it(
         ).status_code
         == 422
     )
+
+
+def test_sink_counters_are_in_the_metrics(client: TestClient, backend: FakeBackend) -> None:
+    backend.metrics.set_sink_counts({"ha": {"delivered": 5, "dead": 1, "retries": 2, "down": True}})
+    backend.metrics.set_sink_counts(
+        {"ha": {"delivered": 7, "dead": 1, "retries": 2, "down": False}}
+    )
+    text = client.get("/metrics").text
+    assert 'mmlm_sink_delivered_total{sink="ha"} 7.0' in text
+    assert 'mmlm_sink_dead_letters_total{sink="ha"} 1.0' in text
+    assert 'mmlm_sink_down{sink="ha"} 0.0' in text

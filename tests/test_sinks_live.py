@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from pathlib import Path
 
@@ -87,6 +88,9 @@ def test_a_live_stream_reaches_home_assistant_through_mqtt(
         assert all(check_discovery(t, p) for t, p in configs.items())
         sensors = {p["state_topic"] for t, p in configs.items() if "/binary_sensor/" in t}
         assert {"mmlm/cam1/person", "mmlm/cam1/alarm"} <= sensors
+        delivered = re.search(r'^mmlm_sink_delivered_total\{sink="ha"\} (\S+)$',
+                              http.get("/metrics").text, re.M)  # fmt: skip
+        assert delivered and float(delivered.group(1)) >= len(events)
         assert http.delete("/streams/cam1").status_code == 204
     finally:
         recorder.stop()

@@ -141,8 +141,10 @@ class PipelineBackend:
         encoder_stats: Callable[[], Awaitable[dict[str, dict[str, Any]]]] | None = None,
         publisher_metrics: Callable[[], Awaitable[dict[str, int]]] | None = None,
         publisher_healthy: Callable[[], Awaitable[bool]] | None = None,
+        sink_stats: Callable[[], Awaitable[dict[str, dict[str, Any]]]] | None = None,
     ) -> None:
         self.config = config
+        self.sink_stats = sink_stats
         self.run = run
         self.embed = embed
         self.bus = bus
@@ -527,6 +529,11 @@ class PipelineBackend:
                 self.metrics.set_queue_depth(modality, int(stats.get("waiting", 0)))
         if self.publisher_metrics is not None:
             self.metrics.set_publisher_counts(await self.publisher_metrics())
+        if self.sink_stats is not None:
+            try:
+                self.metrics.set_sink_counts(await self.sink_stats())
+            except Exception as exc:  # a Sinks replica being replaced: the rest still answers
+                logger.warning("metrics: sink counters unavailable (%s)", exc)
         return self.metrics.exposition()
 
     async def healthy(self) -> bool:

@@ -18,6 +18,8 @@ Names (all prefixed ``mmlm_``):
 - ``redis_published_total``, ``redis_publish_errors_total``, ``redis_dropped_total``,
   ``redis_buffered``, ``redis_oom_total``, ``redis_full``, ``redis_trimmed_total``;
 - ``stream_restarts_total{stream}``: analyses the supervisor restarted;
+- ``sink_delivered_total{sink}``, ``sink_dead_letters_total{sink}``, ``sink_retries_total{sink}``,
+  ``sink_down{sink}``: the configured sinks (docs/integrations.md);
 - API: ``api_requests_total{method,route,status}``, ``api_request_seconds{route}``,
   ``api_sse_clients``, ``api_sse_events_total``, ``api_backend_metrics_up``.
 """
@@ -168,6 +170,18 @@ class PipelineMetrics:
         self.redis_trimmed = Counter(
             "mmlm_redis_trimmed", "Entries removed by the retention sweep.", registry=r
         )
+        self.sink_delivered = Counter(
+            "mmlm_sink_delivered", "Events a sink's far side confirmed.", ["sink"], registry=r
+        )
+        self.sink_dead = Counter(
+            "mmlm_sink_dead_letters", "Events a sink dead-lettered.", ["sink"], registry=r
+        )
+        self.sink_retries = Counter(
+            "mmlm_sink_retries", "Failed deliveries tried again.", ["sink"], registry=r
+        )
+        self.sink_down = Gauge(
+            "mmlm_sink_down", "1 while a sink's far side cannot be reached.", ["sink"], registry=r
+        )
         self.restarts = Counter(
             "mmlm_stream_restarts",
             "Analyses of a live stream restarted by the supervisor.",
@@ -254,6 +268,17 @@ class PipelineMetrics:
             self.redis_buffered.set(counts["buffered"])
         if "full" in counts:
             self.redis_full.set(counts["full"])
+
+    def set_sink_counts(self, sinks: Mapping[str, Mapping[str, Any]]) -> None:
+        """From the Sinks deployment's ``stats()`` (cumulative per sink)."""
+        for name, counts in sinks.items():
+            for key, counter in (
+                ("delivered", self.sink_delivered),
+                ("dead", self.sink_dead),
+                ("retries", self.sink_retries),
+            ):
+                self._totals.advance(counter.labels(sink=name), ("sink", name, key), counts[key])
+            self.sink_down.labels(sink=name).set(1 if counts.get("down") else 0)
 
     def stream_restarted(self, stream: str) -> None:
         self.restarts.labels(stream=stream).inc()
