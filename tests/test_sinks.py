@@ -240,6 +240,15 @@ def test_a_webhook_whose_name_starts_resolving_inside_is_refused_at_delivery():
         sink.deliver(stream_state("streaming", 0.0))
 
 
+def test_a_webhook_host_that_does_not_resolve_yet_is_waited_for_not_refused():
+    from mmlm_stream.sinks.base import FarSideDown
+
+    config = config_with({"hook": {"kind": "webhook", "url": "http://hooks.later.test/in"}})
+    sink = open_sink("hook", config, resolve=lambda host, port: [])  # DNS down at start
+    with pytest.raises(FarSideDown, match="does not resolve"):
+        sink.deliver(stream_state("streaming", 0.0))
+
+
 def test_a_sink_that_is_not_configured_is_a_one_line_error_naming_the_known_ones():
     config = config_with({"ha": {"kind": "mqtt"}})
     with pytest.raises(ConfigError, match=r"sink 'nope' is not configured \(sinks: ha\)"):

@@ -12,8 +12,8 @@ keeps its old timestamp, and changing it breaks the signature) and ignores an ev
 has already handled (delivery is at-least-once).
 
 Outcomes: 2xx delivered; 408, 425, 429 and 5xx failed (retried, then dead-lettered); any
-other status failed for good; no connection at all (refused, unreachable, DNS): the far
-side is down, waited out.
+other status failed for good; no connection at all (refused, unreachable, a name that does
+not resolve, also when the sink starts): the far side is down, waited out.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import http.client
+import logging
 import socket
 import ssl
 import time
@@ -32,6 +33,8 @@ from mmlm_stream.records.schema import EventRecord
 from mmlm_stream.security.url_policy import UrlPolicy, UrlRefused
 from mmlm_stream.sinks.base import DeliveryFailed, FarSideDown, Sink
 from mmlm_stream.util.redaction import redact_url
+
+logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Mmlm-Signature"
 TIMESTAMP_HEADER = "X-Mmlm-Timestamp"
@@ -110,7 +113,12 @@ class WebhookSink(Sink):
         )
         self.shown = redact_url(config.url)
         self.key = config.key()
-        self.policy.check(config.url)  # UrlRefused now: a one-line config error at start
+        try:
+            self.policy.check(config.url)  # refused now: a one-line config error at start
+        except UrlRefused as exc:
+            if not _unresolved(exc):
+                raise
+            logger.warning("sink %s: %s; delivering once it resolves", name, exc.logged)
         self._context = ssl.create_default_context()
         if not self.policy.verify_tls:
             self._context.check_hostname = False
@@ -121,6 +129,8 @@ class WebhookSink(Sink):
         try:
             target = self.policy.check(self.config.url)
         except UrlRefused as exc:
+            if _unresolved(exc):  # DNS is down or the name is not there yet: wait
+                raise FarSideDown(f"{self.shown}: {exc.detail}") from None
             raise DeliveryFailed(f"{self.shown}: {exc.detail}") from None
         parts = urlsplit(self.config.url)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -169,6 +179,10 @@ class WebhookSink(Sink):
         permanent = not (status >= 500 or status in RETRIED_STATUSES)
         detail = " (redirects are not followed)" if 300 <= status < 400 else ""
         raise DeliveryFailed(f"{self.shown}: HTTP {status}{detail}", permanent=permanent)
+
+
+def _unresolved(exc: UrlRefused) -> bool:
+    return "does not resolve" in exc.detail
 
 
 def _reason(exc: BaseException) -> str:
