@@ -113,9 +113,9 @@ class SourceAnalysis:
         self.on_status = on_status or (lambda status: None)
         self.on_progress = on_progress or (lambda media_time: None)
         self.stop = stop or threading.Event()
-        # jobs.* bound an input that is not live (a job's, describe's), never a live stream.
         store = SnapshotStore(config.snapshots)
         clips = ClipRing(config.clips, store.write_clip) if config.clips.enabled else None
+        # jobs.* bound an input that is not live (a job's, describe's), never a live stream.
         self.decoder: SourceDecoder = decode(
             spec, config.decode, stop=self.stop, limits=config.jobs, clips=clips
         )
