@@ -104,8 +104,13 @@ def row(stream: str) -> str:
 
 
 def text(driver: WebDriver, css: str) -> str:
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return found[0].text if found else ""
+    """The visible text of the first match, read in one step in the page: the page redraws
+    its tables on every poll, and an element found first and read after could be gone."""
+    return driver.execute_script(
+        "const found = document.querySelector(arguments[0]);"
+        "return found ? found.innerText.trim() : '';",
+        css,
+    )
 
 
 class FlakyProxy:
@@ -316,8 +321,11 @@ def test_streams_and_live_events_show_in_the_page_and_the_feed_resumes_after_a_d
     _until(lambda: text(browser, "#feed-text") == "events: live", "the feed is live again")
 
     def cam2_states() -> set[str]:
-        shown = browser.find_elements(By.CSS_SELECTOR, '#events li[data-event-id^="cam2:"] .meta')
-        return {meta.text.split(" · ")[2] for meta in shown}  # time · source · key · span
+        shown = browser.execute_script(
+            "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText);",
+            '#events li[data-event-id^="cam2:"] .meta',
+        )
+        return {meta.split(" · ")[2] for meta in shown}  # time · source · key · span
 
     _until(
         lambda: {"connecting", "streaming"} <= cam2_states(),
