@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
+from mmlm_stream import __version__
 from mmlm_stream.records.schema import EVENT_TYPES
 
 ON, OFF = "ON", "OFF"
@@ -40,13 +40,6 @@ _DEVICE_CLASSES = {
 def object_id(text: str) -> str:
     """``text`` as a discovery id: anything but letters, digits, ``_`` and ``-`` becomes ``_``."""
     return _UNSAFE.sub("_", text) or "_"
-
-
-def _version() -> str:
-    try:
-        return metadata.version("mmlm-stream")
-    except metadata.PackageNotFoundError:
-        return "0"
 
 
 @dataclass(frozen=True)
@@ -94,7 +87,7 @@ class Discovery:
         )
 
     def _common(self, source: str, what: str, name: str) -> dict[str, Any]:
-        version = _version()
+        version = __version__
         return {
             "name": name,
             "unique_id": f"mmlm_{object_id(source)}_{object_id(what)}",

@@ -25,9 +25,9 @@ import logging
 import socket
 import ssl
 import time
-from importlib import metadata
 from urllib.parse import urlsplit
 
+from mmlm_stream import __version__
 from mmlm_stream.config.sinks import WebhookSinkConfig
 from mmlm_stream.records.schema import EventRecord
 from mmlm_stream.security.url_policy import UrlPolicy, UrlRefused
@@ -93,13 +93,6 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
 
 
-def _version() -> str:
-    try:
-        return metadata.version("mmlm-stream")
-    except metadata.PackageNotFoundError:
-        return "0"
-
-
 class WebhookSink(Sink):
     def __init__(self, name: str, config: WebhookSinkConfig, policy: UrlPolicy) -> None:
         self.name = name
@@ -123,7 +116,7 @@ class WebhookSink(Sink):
         if not self.policy.verify_tls:
             self._context.check_hostname = False
             self._context.verify_mode = ssl.CERT_NONE
-        self._user_agent = f"mmlm-stream/{_version()}"
+        self._user_agent = f"mmlm-stream/{__version__}"
 
     def _connection(self) -> tuple[http.client.HTTPConnection, str]:
         try:
